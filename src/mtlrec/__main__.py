@@ -1,0 +1,3 @@
+from mtlrec.cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""The ``mtlrec`` command. Each command calls one library function; errors a user can fix exit with status 2
+and one line naming what to fix, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mtlrec.errors import ConfigError, MtlrecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__ and
+                  "Multi-task collaborative learning for LLM-based recommendation.")  # fmt: skip
+data_app = typer.Typer(no_args_is_help=True, help="Find, download and inspect datasets.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out = Console()
+
+
+def _parse_pairs(text: str | None, flag: str) -> dict[str, float] | None:
+    """'interest:1,rating:0.3' -> {'interest': 1.0, 'rating': 0.3}."""
+    if not text:
+        return None
+    result = {}
+    for part in text.split(","):
+        name, sep, value = part.partition(":")
+        try:
+            result[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"{flag}: expected NAME:WEIGHT[,NAME:WEIGHT...], got '{part}'") from None
+        if not sep or not name.strip():
+            raise ConfigError(f"{flag}: expected NAME:WEIGHT[,NAME:WEIGHT...], got '{part}'")
+    return result
+
+
+def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    stages = [s for s in ("valid", "test") if s in metrics]
+    for stage in stages:
+        table.add_column(stage, justify="right")
+    for name in metrics[stages[0]]:
+        table.add_row(name, *(f"{metrics[s].get(name, float('nan')):.4f}" for s in stages))
+    return table
+
+
+@app.command()
+def train(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory to write.")] = Path("runs/ml100k"),
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (ml-100k, ml-1m, ...) or 'generic'.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding dataset folders.")] = None,
+    data_path: Annotated[str | None, typer.Option(help="Interactions CSV/Parquet for --dataset generic.")] = None,
+    items_path: Annotated[str | None, typer.Option(help="Items table for --dataset generic.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation, shuffling and sampling.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Positive interactions per step.")] = None,
+    negatives: Annotated[int | None, typer.Option(help="Sampled negatives per positive.")] = None,
+    dim: Annotated[int | None, typer.Option(help="Width of user/item representations.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Shared architecture (shared-bottom).")] = None,
+    weighting: Annotated[str | None, typer.Option(help="Loss weighting strategy (fixed).")] = None,
+    task_weights: Annotated[str | None, typer.Option(
+        "--tasks", help="Tasks and fixed weights, e.g. 'interest:0.6,genre:0.4' (replaces the task list).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Text encoder: sentence-transformers or hashing.")] = None,
+    text_model: Annotated[str | None, typer.Option("--text-model", help="Language model name or path.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (0 = all cores).")] = None,
+    device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train the multi-task model, evaluate it on PROTOCOL.md, and write a run directory."""
+    from mtlrec.config import load_config
+    from mtlrec.train.run import train_run
+
+    tasks = _parse_pairs(task_weights, "--tasks")
+    overrides: dict[str, Any] = {
+        "data.dataset": dataset, "data.data_dir": data_dir, "data.data_path": data_path,
+        "data.items_path": items_path, "train.seed": seed, "train.epochs": epochs, "train.lr": lr,
+        "train.batch_size": batch_size, "train.negatives": negatives, "model.dim": dim,
+        "train.optimizer": optimizer, "model.arch": arch, "train.weighting": weighting, "text.encoder": encoder,
+        "text.model": text_model, "train.threads": threads, "train.device": device,
+        "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
+    }  # fmt: skip
+    cfg = load_config(config, overrides)
+    metrics = train_run(cfg, output, progress=progress, log=console.print)
+    out.print(_metrics_table(metrics, f"{cfg.data.dataset} · best epoch {metrics['best_epoch']} · "
+                                      f"{metrics['train_seconds']:.0f}s training"))  # fmt: skip
+    console.print(f"run written to {output} (metrics.json, plots/)")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mtlrec train`.")],
+    force: Annotated[bool, typer.Option(help="Evaluate even if the data differ from the training data.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Re-evaluate a trained run on PROTOCOL.md (full ranking, rating and category metrics)."""
+    from mtlrec.train.run import evaluate_run
+
+    metrics = evaluate_run(run_dir, force=force, log=console.print)
+    if as_json:
+        out.print_json(json.dumps(metrics))
+    else:
+        out.print(_metrics_table(metrics, str(run_dir)))
+
+
+@app.command()
+def recommend(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mtlrec train`.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="User id as in the dataset.")],
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    blend: Annotated[str | None, typer.Option(help="Task score weights, e.g. 'interest:1,rating:0.3'.")] = None,
+    include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already has.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Top-K items for a user, with the overall score and every task's prediction."""
+    from mtlrec.recommend import Recommender
+
+    rec = Recommender.load(run_dir)
+    items = rec.recommend(user, k=k, exclude_seen=not include_seen, blend=_parse_pairs(blend, "--blend"))
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    table = Table(title=f"top {len(items)} for user {user}")
+    for col in ("#", "item", "title", "categories", "score", *rec.tasks):
+        table.add_column(col, overflow="fold")
+    for n, item in enumerate(items, 1):
+        per_task = [json.dumps(v) if isinstance(v, dict) else str(v) for v in item["scores"].values()]
+        table.add_row(str(n), item["item_id"], item["title"], ", ".join(item["categories"]), f"{item['score']:.3f}",
+                      *per_task)  # fmt: skip
+    out.print(table)
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k.")],
+    data_dir: Annotated[Path | None, typer.Option(help="Where to put it (default: the cache dir).")] = None,
+    url: Annotated[str | None, typer.Option(help="Mirror URL of the same zip (checked against the sha256).")] = None,
+) -> None:
+    """Download a dataset from its official source, check its sha256 and unpack it."""
+    from mtlrec.data import download
+
+    path = download(name, data_dir, url=url)
+    console.print(f"{name} is in {path}")
+
+
+@data_app.command("info")
+def data_info(
+    name: Annotated[str, typer.Argument(help="Dataset name, or 'generic' with --data-path.")],
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding dataset folders.")] = None,
+    data_path: Annotated[str | None, typer.Option(help="Interactions file for 'generic'.")] = None,
+) -> None:
+    """Load a dataset, validate it, and print its size and split."""
+    from mtlrec.data import load_dataset
+    from mtlrec.data.splits import temporal_leave_one_out
+
+    ds = load_dataset(name, data_dir, data_path=data_path)
+    split = temporal_leave_one_out(ds)
+    out.print(ds.summary())
+    out.print(f"temporal leave-one-out: {len(split.eval_users):,} evaluated users, "
+              f"{len(split.train_positions()):,} train interactions")  # fmt: skip
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Datasets that can be named with --dataset."""
+    from mtlrec.data import DATASETS
+
+    for name in DATASETS.names():
+        out.print(name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user-fixable errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MtlrecError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Typed, frozen configuration. Precedence: defaults < YAML file < CLI flags. The resolved config is saved with
+every run, and unknown keys or wrong types are rejected with the key's dotted path."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from mtlrec.errors import ConfigError
+
+DEFAULT_ITEM_TEMPLATE = "{title} ({year}). Genres: {categories}. {text}"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "ml-100k"  # a registered dataset name, or "generic" with data_path
+    data_dir: str | None = None  # folder holding dataset folders; else $MTLREC_DATA_DIR, else the cache
+    data_path: str | None = None  # interactions file for "generic"
+    items_path: str | None = None
+    users_path: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # e.g. {"user_id": "customer"} for other headers
+    split_seed: int = 0  # seeds the tie-breaking draw of the temporal split (PROTOCOL.md: 0)
+    category_holdout: float = 0.2  # share of items whose categories are held out to evaluate the category task
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    encoder: str = "sentence-transformers"  # or "hashing" (fast, for tests only)
+    model: str | None = None  # language model name or local path; None = the encoder's default (all-MiniLM-L6-v2)
+    template: str = DEFAULT_ITEM_TEMPLATE
+    batch_size: int = 128
+    cache_dir: str | None = None  # default: $MTLREC_CACHE_DIR/embeddings or ~/.cache/mtlrec/embeddings
+    dim: int | None = None  # only for encoders that take a dimension (hashing)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "shared-bottom"
+    dim: int = 64  # width of user and item representations
+    hidden: tuple[int, ...] = (128, 64)  # shared layers over a (user, item) pair
+    dropout: float = 0.1
+    history_len: int = 50  # most recent history items pooled into the user representation
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adamw"  # or "sgd"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    batch_size: int = 512  # positive interactions per step (negatives come on top)
+    negatives: int = 8  # uniform negatives sampled per positive, shared by every task's rows
+    epochs: int = 40
+    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = all cores this process may use
+    device: str = "cpu"
+    weighting: str = "fixed"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (10, 20)
+    blend: dict[str, float] = field(default_factory=lambda: {"interest": 1.0})  # task -> weight of its score
+    batch_users: int = 128
+
+
+def _default_tasks() -> dict[str, dict[str, Any]]:
+    return {"interest": {"weight": 1.0}, "rating": {"weight": 0.5}, "genre": {"weight": 0.2}}
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=_default_tasks)  # task name -> its options
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """Apply dotted-key overrides (``{"train.epochs": 5}``), as the CLI flags do."""
+        merged = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            node = merged
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return from_dict(Config, merged)
+
+
+D = TypeVar("D")
+
+
+def from_dict(cls: type[D], data: Any, path: str = "") -> D:
+    """Build dataclass ``cls`` from plain data, rejecting unknown keys and wrong types by dotted path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(known))}")
+    kwargs = {name: _coerce(value, hints[name], f"{path}.{name}" if path else name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)  # type: ignore[arg-type]
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path)
+    if tp is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{path}[{k}]") for k, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    raise ConfigError(f"{path}: unsupported config type {tp}")  # a programming error, named for the maintainer
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (dotted keys, from CLI flags)."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        try:
+            config = from_dict(Config, raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return config.with_overrides(overrides or {})
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

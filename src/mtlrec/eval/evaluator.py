@@ -1,0 +1,107 @@
+"""Evaluation on PROTOCOL.md: full ranking of the catalogue with the blended score, then each task's metrics."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from mtlrec.eval import metrics
+from mtlrec.models.model import MultiTaskModel
+from mtlrec.recommend.scoring import ranking_scores
+from mtlrec.tasks.base import Task
+from mtlrec.train.data import NegativeSampler, PairRows, TrainingData, heldout_positive_rows, histories, row_logits
+
+PAIR_NEGATIVES = 100  # uniform negatives per held-out interaction for binary metrics (AUC, log loss)
+PAIR_SEED = 20_240_601
+
+
+class EvalContext:
+    """Model outputs that several tasks' metrics read, computed once per stage."""
+
+    def __init__(self, model: MultiTaskModel, data: TrainingData) -> None:
+        self.model, self.data = model, data
+        self._pairs: dict[str, tuple[dict[str, torch.Tensor], PairRows]] = {}
+
+    def pair_rows(self, stage: str) -> PairRows:
+        """Held-out interactions, each followed by PAIR_NEGATIVES uniform negatives (fixed seed)."""
+        sampler = NegativeSampler(self.data.split, seed=PAIR_SEED)
+        return sampler.rows(heldout_positive_rows(self.data, stage), PAIR_NEGATIVES)
+
+    @torch.no_grad()
+    def pair_outputs(self, stage: str) -> tuple[dict[str, torch.Tensor], PairRows]:
+        if stage not in self._pairs:
+            rows = self.pair_rows(stage)
+            self._pairs[stage] = (row_logits(self.model, self.data.split, rows), rows)
+        return self._pairs[stage]
+
+    @torch.no_grad()
+    def item_outputs(self, task: str, items: torch.Tensor) -> torch.Tensor:
+        return self.model.item_logits(task, items)
+
+
+@torch.no_grad()
+def rank_users(
+    model: MultiTaskModel,
+    tasks: dict[str, Task],
+    blend: dict[str, float],
+    data: TrainingData,
+    stage: str,
+    ks: tuple[int, ...] = (10, 20),
+    batch_users: int = 128,
+) -> dict[str, np.ndarray]:
+    """Per evaluated user, full-ranking metrics of the held-out item at ``stage`` (PROTOCOL.md)."""
+    split = data.split
+    users = split.eval_users
+    targets = split.target(stage)
+    end = split.history_end(stage)
+    seen_users, seen_items = split.seen_pairs(stage)
+    seen_start = np.searchsorted(seen_users, np.arange(split.n_users + 1))  # seen pairs are grouped by user
+    per_user: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for start in range(0, len(users), batch_users):
+        batch = users[start : start + batch_users]
+        scores, _ = ranking_scores(model, tasks, blend, batch, histories(split, batch, end[batch], model.history_len))
+        counts = seen_start[batch + 1] - seen_start[batch]
+        rows = np.repeat(np.arange(len(batch)), counts)
+        cols = np.concatenate([seen_items[seen_start[u] : seen_start[u + 1]] for u in batch])
+        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
+        result = metrics.rank_metrics(scores, torch.from_numpy(targets[start : start + batch_users]), ks)
+        for name, value in result.items():
+            per_user[name].append(value)
+    return {name: torch.cat(values).numpy() for name, values in per_user.items()}
+
+
+def evaluate(
+    model: MultiTaskModel,
+    tasks: dict[str, Task],
+    data: TrainingData,
+    blend: dict[str, float],
+    stages: tuple[str, ...] = ("valid", "test"),
+    ks: tuple[int, ...] = (10, 20),
+    batch_users: int = 128,
+) -> dict[str, dict[str, float]]:
+    """``stage -> metric -> value``: ranking metrics, then every task's own metrics.
+
+    A task's metrics are named by the metric alone (``rmse``); when two tasks report the same metric, both are
+    prefixed with the task name (``rating/rmse``) so nothing is overwritten.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        ctx = EvalContext(model, data)
+        out: dict[str, dict[str, float]] = {}
+        for stage in stages:
+            per_user = rank_users(model, tasks, blend, data, stage, ks, batch_users)
+            row = {name: float(values.mean()) for name, values in per_user.items()}
+            task_metrics = {name: task.evaluate(ctx, stage) for name, task in tasks.items()}
+            counts: dict[str, int] = defaultdict(int)
+            for values in task_metrics.values():
+                for key in values:
+                    counts[key] += 1
+            for name, values in task_metrics.items():
+                row.update({(key if counts[key] == 1 else f"{name}/{key}"): v for key, v in values.items()})
+            out[stage] = row
+        return out
+    finally:
+        model.train(was_training)

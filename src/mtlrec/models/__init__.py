@@ -1,0 +1,6 @@
+"""Input encoders, shared architectures (one registry) and the multi-task model."""
+
+from mtlrec.models.architectures import ARCHITECTURES
+from mtlrec.models.model import MultiTaskModel
+
+__all__ = ["ARCHITECTURES", "MultiTaskModel"]

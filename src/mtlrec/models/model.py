@@ -1,0 +1,58 @@
+"""The multi-task network: input encoders -> shared architecture -> one head per task, logits out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtlrec.config import ModelConfig
+from mtlrec.models.architectures import ARCHITECTURES
+from mtlrec.models.inputs import ItemEncoder, UserEncoder
+from mtlrec.tasks.base import Features, HeadDims, Task
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(
+        self, config: ModelConfig, tasks: dict[str, Task], n_users: int, text_vectors: torch.Tensor, n_categories: int
+    ) -> None:
+        super().__init__()
+        self.history_len = config.history_len
+        self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout)
+        self.user_encoder = UserEncoder(n_users, config.dim, config.history_len)
+        self.body = ARCHITECTURES.get(config.arch)(config.dim, config.hidden, config.dropout, list(tasks))
+        dims = HeadDims(dim=config.dim, shared=self.body.out_dim, n_categories=n_categories)
+        self.heads = nn.ModuleDict({name: task.build_head(dims) for name, task in tasks.items()})
+
+    def user_repr(self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # users [B], history [B, L] item indexes, mask [B, L]
+        return self.user_encoder(users, history, mask, self.item_encoder)  # [B, dim]
+
+    def _heads(self, user: torch.Tensor, item: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
+        shared = self.body(user, item)  # task -> [..., out_dim]
+        return {t: self.heads[t](Features(item=item, user=user, shared=shared[t])) for t in tasks}
+
+    def pair_logits(self, user: torch.Tensor, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits for rows of (user representation [R, dim], item index [R]): task -> [R] (or [R, n_classes])."""
+        return self._heads(user, self.item_encoder(items), list(self.heads))
+
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Logits for rows of (user, item, history): task -> [R] (or [R, n_classes])."""
+        return self.pair_logits(self.user_repr(users, history, mask), items)
+
+    def score_items(
+        self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor, tasks: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """Logits of ``tasks`` for every item of the catalogue for each user: task -> [B, n_items]."""
+        user = self.user_repr(users, history, mask)  # [B, dim]
+        item = self.item_encoder.all()  # [n_items, dim]
+        return self._heads(user[:, None, :], item[None, :, :], tasks)  # broadcast to [B, n_items, ...]
+
+    def item_logits(self, task: str, items: torch.Tensor) -> torch.Tensor:
+        """Logits of an item-level task (its head reads the item representation only): [n, ...]."""
+        return self.heads[task](Features(item=self.item_encoder(items)))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss reaches: encoders and shared layers (what gradient methods act on)."""
+        return [*self.item_encoder.parameters(), *self.user_encoder.parameters(), *self.body.shared_parameters()]

@@ -1,0 +1,114 @@
+"""A run directory: everything needed to load a trained model without the training data, and no pickle.
+
+    config.yaml            resolved config (defaults < file < flags)
+    model.safetensors      weights
+    item_vectors.safetensors  the language-model vectors of the item texts (frozen input)
+    interactions.safetensors  known interactions per user, time-ordered (history and seen items when serving)
+    items.parquet          item id, title, categories, year, the text the language model read
+    ids.json               user ids, item ids (row order of every matrix), category names
+    meta.json              version, creation time, dataset fingerprint, encoder, sizes
+    metrics.json, history.json, plots/*.png
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from mtlrec import __version__
+from mtlrec.config import Config, load_config, save_config
+from mtlrec.data.splits import Split
+from mtlrec.errors import ArtifactError
+from mtlrec.models.model import MultiTaskModel
+from mtlrec.tasks.base import Task, build_tasks
+
+REQUIRED = ["config.yaml", "model.safetensors", "item_vectors.safetensors", "interactions.safetensors",
+            "items.parquet", "ids.json", "meta.json"]  # fmt: skip
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def save_artifact(
+    run_dir: Path,
+    config: Config,
+    model: MultiTaskModel,
+    split: Split,
+    items: pd.DataFrame,
+    texts: list[str],
+    user_ids: list[str],
+    categories: list[str],
+    meta: dict[str, Any],
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(run_dir / "model.safetensors"))
+    save_file({"text": model.item_encoder.text.contiguous()}, str(run_dir / "item_vectors.safetensors"))
+    save_file(
+        {"items": torch.from_numpy(split.items), "offsets": torch.from_numpy(split.offsets),
+         "role": torch.from_numpy(split.role), "ratings": torch.from_numpy(split.ratings)},
+        str(run_dir / "interactions.safetensors"),
+    )  # fmt: skip
+    table = items[["item_id", "title", "categories", "year"]].copy()
+    table["text"] = texts
+    table.to_parquet(run_dir / "items.parquet", index=False)
+    write_json(run_dir / "ids.json", {"users": user_ids, "items": items["item_id"].tolist(), "categories": categories})
+    write_json(run_dir / "meta.json", {"mtlrec_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                       **meta})  # fmt: skip
+
+
+@dataclass
+class Artifact:
+    run_dir: Path
+    config: Config
+    model: MultiTaskModel
+    tasks: dict[str, Task]
+    split: Split
+    items: pd.DataFrame
+    user_ids: list[str]
+    item_ids: list[str]
+    categories: list[str]
+    meta: dict[str, Any]
+
+
+def load_artifact(run_dir: str | Path) -> Artifact:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"{run_dir} is not a run directory (train one with `mtlrec train --output {run_dir}`)")
+    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{run_dir} is missing {', '.join(missing)}; it is not a complete mtlrec run")
+    config = load_config(run_dir / "config.yaml")
+    ids = json.loads((run_dir / "ids.json").read_text())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    vectors = load_file(str(run_dir / "item_vectors.safetensors"))["text"]
+    inter = {k: v.numpy() for k, v in load_file(str(run_dir / "interactions.safetensors")).items()}
+    n_users, n_items = len(ids["users"]), len(ids["items"])
+    if vectors.shape[0] != n_items:
+        raise ArtifactError(f"{run_dir}/item_vectors.safetensors has {vectors.shape[0]} rows for {n_items} items")
+    tasks = build_tasks(config.tasks)
+    model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]))
+    state = load_file(str(run_dir / "model.safetensors"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+        raise ArtifactError(f"{run_dir}/model.safetensors does not fit config.yaml: {first[0].strip()}") from None
+    model.eval()
+    offsets = inter["offsets"]
+    split = Split(n_users, n_items, inter["items"], inter["ratings"], np.arange(len(inter["items"])), offsets,
+                  inter["role"])  # fmt: skip
+    items = pd.read_parquet(run_dir / "items.parquet")
+    return Artifact(run_dir, config, model, tasks, split, items, ids["users"], ids["items"], ids["categories"], meta)

@@ -1,0 +1,36 @@
+"""The one ranking score: evaluation, ``score_all`` and ``recommend`` all call ``ranking_scores``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mtlrec.errors import ConfigError
+from mtlrec.models.model import MultiTaskModel
+from mtlrec.tasks.base import Task
+
+
+def check_blend(blend: dict[str, float], tasks: dict[str, Task]) -> dict[str, float]:
+    """Blend weights must name rankable tasks of the model; unknown names fail listing the valid ones."""
+    rankable = [name for name, task in tasks.items() if task.rankable]
+    for name in blend:
+        if name not in rankable:
+            raise ConfigError(f"blend: '{name}' is not a rankable task of this model; use one of {', '.join(rankable)}")
+    if not blend or all(w == 0 for w in blend.values()):
+        raise ConfigError(f"blend: give at least one non-zero weight among {', '.join(rankable)}")
+    return blend
+
+
+@torch.no_grad()
+def ranking_scores(
+    model: MultiTaskModel,
+    tasks: dict[str, Task],
+    blend: dict[str, float],
+    users: np.ndarray,
+    history: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Blended score over all items, float32 [B, n_items], and each blended task's logits."""
+    logits = model.score_items(torch.from_numpy(users), history[0], history[1], list(blend))
+    score = sum(weight * tasks[name].rank_score(logits[name]) for name, weight in blend.items())
+    return score.float(), logits  # type: ignore[union-attr]
+

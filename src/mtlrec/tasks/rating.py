@@ -1,0 +1,67 @@
+"""Rating: regress the rating of observed interactions (rows without a rating are masked, not dropped)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtlrec.eval import metrics
+from mtlrec.tasks.base import TASKS, Features, HeadDims, Task, masked_mean
+
+if TYPE_CHECKING:
+    from mtlrec.eval.evaluator import EvalContext
+    from mtlrec.train.data import PairRows, TrainingData
+
+
+class RatingHead(nn.Module):
+    """Rating = global mean (a buffer set from train) + a small MLP over the shared layers."""
+
+    def __init__(self, shared: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(shared, shared), nn.ReLU(), nn.Linear(shared, 1))
+        self.register_buffer("mean", torch.zeros(()))
+
+    def forward(self, f: Features) -> torch.Tensor:
+        assert f.user is not None and f.shared is not None, "a pair-level head needs user and shared features"
+        return self.mean + self.mlp(f.shared).squeeze(-1)  # [...]
+
+
+@TASKS.register("rating")
+class RatingTask(Task):
+    rankable = True
+
+    def prepare(self, data: TrainingData) -> None:
+        self.ratings = data.split.ratings
+        train = self.ratings[data.split.train_positions()]
+        train = train[~np.isnan(train)]
+        self.mean = float(train.mean()) if len(train) else 0.0
+        self.low, self.high = (float(train.min()), float(train.max())) if len(train) else (0.0, 1.0)
+
+    def build_head(self, dims: HeadDims) -> nn.Module:
+        head = RatingHead(dims.shared)
+        head.mean.fill_(getattr(self, "mean", 0.0))
+        return head
+
+    def rank_score(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def labels(self, rows: PairRows) -> tuple[torch.Tensor, torch.Tensor]:
+        target = np.where(rows.positive, self.ratings[rows.position.clip(min=0)], np.nan).astype(np.float32)
+        mask = ~np.isnan(target)
+        return torch.from_numpy(np.nan_to_num(target)), torch.from_numpy(mask)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean((logits - targets) ** 2, mask)
+
+    def evaluate(self, ctx: EvalContext, stage: str) -> dict[str, float]:
+        """RMSE and MAE on each evaluated user's held-out interaction (PROTOCOL.md)."""
+        logits, rows = ctx.pair_outputs(stage)
+        target, mask = self.labels(rows)
+        if not bool(mask.any()):
+            return {}
+        pred = logits[self.name][mask].clamp(self.low, self.high).numpy()
+        true = target[mask].numpy()
+        return {"rmse": metrics.rmse(pred, true), "mae": metrics.mae(pred, true)}

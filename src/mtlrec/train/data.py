@@ -1,0 +1,130 @@
+"""Turning a split into training rows: (user, item, history) pairs with sampled negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from mtlrec.data.dataset import Dataset
+from mtlrec.data.splits import Split
+
+if TYPE_CHECKING:
+    from mtlrec.models.model import MultiTaskModel
+
+
+@dataclass
+class TrainingData:
+    """Everything tasks and the trainer read, built once from the dataset and its split."""
+
+    dataset: Dataset
+    split: Split
+    text_vectors: np.ndarray  # float32 [n_items, text_dim]
+    categories: np.ndarray  # float32 [n_items, n_categories] multi-hot
+    category_holdout: np.ndarray  # bool [n_items]: categories hidden from training, used to evaluate
+    user_of_position: np.ndarray  # int64 [n_interactions]: the user of each flat split position
+
+    @classmethod
+    def build(cls, dataset: Dataset, split: Split, text_vectors: np.ndarray, holdout: np.ndarray) -> TrainingData:
+        users = np.repeat(np.arange(split.n_users), split.lengths)
+        return cls(dataset, split, text_vectors, dataset.category_matrix(), holdout, users)
+
+
+def category_holdout(n_items: int, share: float, seed: int) -> np.ndarray:
+    """A fixed, seeded share of items whose categories are held out from training (PROTOCOL.md)."""
+    held = np.zeros(n_items, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n_items)[: int(round(share * n_items))]] = True
+    return held
+
+
+@dataclass
+class PairRows:
+    """A batch of (user, item) rows. ``position`` is the flat split position of an observed interaction, or -1
+    for a sampled negative. The user's history is ``split.items[offsets[user]:history_end]``. Rows share a
+    user representation with row ``owner`` (negatives with their positive), so it is computed once."""
+
+    users: np.ndarray  # int64 [R]
+    items: np.ndarray  # int64 [R]
+    history_end: np.ndarray  # int64 [R]
+    position: np.ndarray  # int64 [R]
+    owner: np.ndarray | None = None  # int64 [R] index of the row whose (user, history) this row has; None = own
+
+    @property
+    def positive(self) -> np.ndarray:
+        return self.position >= 0
+
+
+def row_logits(model: MultiTaskModel, split: Split, rows: PairRows) -> dict[str, torch.Tensor]:
+    """Every task's logits for ``rows``, encoding each distinct (user, history) once."""
+    owners = np.arange(len(rows.users)) if rows.owner is None else rows.owner
+    unique, inverse = np.unique(owners, return_inverse=True)
+    hist, mask = histories(split, rows.users[unique], rows.history_end[unique], model.history_len)
+    user = model.user_repr(torch.from_numpy(rows.users[unique]), hist, mask)  # [U, dim]
+    return model.pair_logits(user[torch.from_numpy(inverse)], torch.from_numpy(rows.items))
+
+
+def histories(split: Split, users: np.ndarray, end: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``length`` most recent items before ``end`` of each user, oldest first, left-padded.
+
+    Returns item indexes long [R, length] (0 where padded) and a bool mask [R, length] of real entries.
+    """
+    start = split.offsets[users]
+    pos = end[:, None] - length + np.arange(length)[None, :]  # [R, L]
+    real = pos >= start[:, None]
+    idx = np.where(real, split.items[np.clip(pos, 0, len(split.items) - 1)], 0)
+    return torch.from_numpy(idx), torch.from_numpy(real)
+
+
+class NegativeSampler:
+    """Uniform negatives over the catalogue, resampled (a few rounds) when they hit one of the user's train items."""
+
+    def __init__(self, split: Split, seed: int) -> None:
+        self.n_items = split.n_items
+        users, items = split.seen_pairs("train")
+        self._seen = np.unique(users * split.n_items + items)
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, users: np.ndarray, count: int) -> np.ndarray:
+        """int64 [len(users), count]."""
+        out = self.rng.integers(0, self.n_items, size=(len(users), count))
+        for _ in range(5):
+            keys = users[:, None] * self.n_items + out
+            pos = np.searchsorted(self._seen, keys).clip(max=len(self._seen) - 1)
+            hit = self._seen[pos] == keys
+            if not hit.any():
+                break
+            out[hit] = self.rng.integers(0, self.n_items, size=int(hit.sum()))
+        return out
+
+    def rows(self, positives: PairRows, count: int) -> PairRows:
+        """The positive rows followed by ``count`` negatives per positive, sharing user and history."""
+        negatives = self.sample(positives.users, count)  # [P, count]
+        users = np.repeat(positives.users, count)
+        n = len(positives.users)
+        return PairRows(
+            users=np.concatenate([positives.users, users]),
+            items=np.concatenate([positives.items, negatives.reshape(-1)]),
+            history_end=np.concatenate([positives.history_end, np.repeat(positives.history_end, count)]),
+            position=np.concatenate([positives.position, np.full(len(users), -1, dtype=np.int64)]),
+            owner=np.concatenate([np.arange(n), np.repeat(np.arange(n), count)]),
+        )
+
+
+def train_positive_rows(data: TrainingData, positions: np.ndarray) -> PairRows:
+    """Observed train interactions at flat ``positions``; each one's history is what came before it."""
+    return PairRows(
+        users=data.user_of_position[positions],
+        items=data.split.items[positions],
+        history_end=positions.copy(),
+        position=positions,
+    )
+
+
+def heldout_positive_rows(data: TrainingData, stage: str) -> PairRows:
+    """Each evaluated user's held-out interaction at ``stage``, with the history visible at that stage."""
+    split = data.split
+    users = split.eval_users
+    end = split.history_end(stage)[users]
+    return PairRows(users=users.astype(np.int64), items=split.target(stage), history_end=end, position=end.copy())

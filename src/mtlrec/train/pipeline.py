@@ -1,0 +1,52 @@
+"""From a config to training data: dataset -> split -> item texts -> language-model vectors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtlrec.config import Config
+from mtlrec.data import load_dataset
+from mtlrec.data.splits import temporal_leave_one_out
+from mtlrec.text import EmbeddingCache, build_encoder, default_cache_dir, encode_cached, render_item_texts
+from mtlrec.train.data import TrainingData, category_holdout
+
+
+@dataclass
+class Prepared:
+    data: TrainingData
+    texts: list[str]
+    encoder_name: str
+    encoded: int  # texts the language model actually encoded (0 when the cache was warm)
+    fingerprint: str
+
+
+def set_threads(threads: int) -> int:
+    """Torch CPU threads: ``threads`` if > 0, else every core this process may run on."""
+    n = threads if threads > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, int(n or 1)))
+    return torch.get_num_threads()
+
+
+def prepare(config: Config, progress: bool = True, log: Callable[[str], None] = print) -> Prepared:
+    dc, tc = config.data, config.text
+    dataset = load_dataset(
+        dc.dataset, dc.data_dir, data_path=dc.data_path, columns=dc.columns or None,
+        items_path=dc.items_path, users_path=dc.users_path,
+    )  # fmt: skip
+    log(dataset.summary())
+    split = temporal_leave_one_out(dataset, seed=dc.split_seed)
+    holdout = category_holdout(dataset.n_items, dc.category_holdout if dataset.categories else 0.0, dc.split_seed)
+    # Items whose categories are held out to evaluate the category task must not show them in their text.
+    texts = render_item_texts(dataset.items, tc.template, hide_categories=np.flatnonzero(holdout))
+    encoder = build_encoder(tc.encoder, tc.model, device=config.train.device, dim=tc.dim)
+    cache = EmbeddingCache(Path(tc.cache_dir) if tc.cache_dir else default_cache_dir())
+    vectors, encoded = encode_cached(encoder, texts, cache, batch_size=tc.batch_size, progress=progress)
+    log(f"item texts: {len(texts):,} ({encoded:,} encoded by {encoder.name}, the rest from the cache)")
+    data = TrainingData.build(dataset, split, vectors.astype(np.float32, copy=False), holdout)
+    return Prepared(data, texts, encoder.name, encoded, dataset.fingerprint())

@@ -1,0 +1,82 @@
+"""One call per job: train a run directory, or evaluate one. The CLI and benchmarks call these."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlrec.config import Config
+from mtlrec.errors import ArtifactError
+from mtlrec.eval.evaluator import evaluate
+from mtlrec.models.model import MultiTaskModel
+from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
+from mtlrec.recommend.scoring import check_blend
+from mtlrec.tasks.base import build_tasks
+from mtlrec.train.pipeline import prepare, set_threads
+from mtlrec.train.plots import plot_history
+from mtlrec.train.trainer import Trainer
+from mtlrec.weighting.base import WEIGHTINGS
+
+PROTOCOL = "PROTOCOL.md: temporal leave-one-out (seeded ties), full ranking over all items, ties at expectation"
+
+
+def train_run(config: Config, output: str | Path, progress: bool = True, log: Callable[[str], None] = print
+              ) -> dict[str, Any]:  # fmt: skip
+    """Train on the configured dataset, evaluate on validation and test, and write a run directory."""
+    started = time.perf_counter()
+    output = Path(output)
+    threads = set_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
+    prepared = prepare(config, progress=progress, log=log)
+    data = prepared.data
+    tasks = build_tasks(config.tasks)
+    check_blend(dict(config.eval.blend), tasks)
+    for task in tasks.values():
+        task.prepare(data)
+    torch.manual_seed(config.train.seed)
+    model = MultiTaskModel(config.model, tasks, data.split.n_users, torch.from_numpy(data.text_vectors),
+                           data.categories.shape[1]).to(config.train.device)  # fmt: skip
+    weighting = WEIGHTINGS.get(config.train.weighting)(tasks)
+    trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log)
+    result = trainer.fit()
+
+    final = evaluate(model, tasks, data, dict(config.eval.blend), ks=config.eval.ks,
+                     batch_users=config.eval.batch_users)  # fmt: skip
+    metrics = {**final, "seed": config.train.seed, "best_epoch": result.best_epoch,
+               "train_seconds": round(result.seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
+               "texts_encoded": prepared.encoded, "threads": threads,
+               "evaluated_users": int(len(data.split.eval_users)), "protocol": PROTOCOL}  # fmt: skip
+    dataset = data.dataset
+    save_artifact(output, config, model, data.split, dataset.items, prepared.texts, dataset.user_ids,
+                  dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
+                  "encoder": prepared.encoder_name, "n_users": dataset.n_users, "n_items": dataset.n_items,
+                  "torch": torch.__version__, "python": platform.python_version()})  # fmt: skip
+    write_json(output / "history.json", result.history)
+    write_json(output / "metrics.json", metrics)
+    plot_history(result.history, output / "plots")
+    return metrics
+
+
+def evaluate_run(run_dir: str | Path, force: bool = False, progress: bool = False,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Re-evaluate a run on the data it names; refuses a dataset that differs from the one trained on."""
+    artifact = load_artifact(run_dir)
+    config = artifact.config
+    set_threads(config.train.threads)
+    prepared = prepare(config, progress=progress, log=log)
+    if prepared.fingerprint != artifact.meta.get("fingerprint") and not force:
+        raise ArtifactError(f"the data found for '{config.data.dataset}' differs from the data {run_dir} was "
+                            "trained on (dataset fingerprint mismatch); pass --force to evaluate anyway")  # fmt: skip
+    if not np.allclose(prepared.data.text_vectors, artifact.model.item_encoder.text.numpy(), atol=1e-4):
+        log("note: re-encoded item texts differ from the run's stored vectors; using the stored ones")
+    prepared.data.text_vectors = artifact.model.item_encoder.text.numpy()
+    for task in artifact.tasks.values():
+        task.prepare(prepared.data)
+    return evaluate(artifact.model, artifact.tasks, prepared.data, dict(config.eval.blend), ks=config.eval.ks,
+                    batch_users=config.eval.batch_users)  # fmt: skip

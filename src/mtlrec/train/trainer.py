@@ -1,0 +1,136 @@
+"""The single training loop: mini-batches of observed pairs plus sampled negatives, every task's loss on the
+same rows (masked where a row has no label), one combined loss, early stopping on validation NDCG@10."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mtlrec.config import Config
+from mtlrec.errors import ConfigError
+from mtlrec.eval.evaluator import evaluate
+from mtlrec.models.model import MultiTaskModel
+from mtlrec.tasks.base import Task
+from mtlrec.train.data import (
+    NegativeSampler,
+    PairRows,
+    TrainingData,
+    heldout_positive_rows,
+    row_logits,
+    train_positive_rows,
+)
+from mtlrec.weighting.base import WeightingStrategy
+
+SELECT_METRIC = "ndcg@10"
+VALID_LOSS_SEED = 7
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
+    best_epoch: int = 0
+    best_valid: float = float("-inf")
+    seconds: float = 0.0
+
+
+def build_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    tc = config.train
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    raise ConfigError(f"train.optimizer: unknown optimizer '{tc.optimizer}'; valid: adamw, sgd")
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        model: MultiTaskModel,
+        tasks: dict[str, Task],
+        weighting: WeightingStrategy,
+        data: TrainingData,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config, self.model, self.tasks, self.weighting, self.data = config, model, tasks, weighting, data
+        self.progress, self.log = progress, log
+        self.optimizer = build_optimizer(config, [*model.parameters(), *weighting.parameters()])
+        self.rng = np.random.default_rng(config.train.seed)
+        self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1)
+        valid_sampler = NegativeSampler(data.split, seed=VALID_LOSS_SEED)
+        self.valid_rows = valid_sampler.rows(heldout_positive_rows(data, "valid"), config.train.negatives)
+
+    def _row_losses(self, rows: PairRows) -> dict[str, torch.Tensor]:
+        """Every task's loss on the same rows; a task masks the rows it has no label for."""
+        logits = row_logits(self.model, self.data.split, rows)
+        return {name: task.loss(logits[name], *task.labels(rows)) for name, task in self.tasks.items()}
+
+    @torch.no_grad()
+    def _valid_losses(self) -> dict[str, float]:
+        self.model.eval()
+        losses = self._row_losses(self.valid_rows)
+        self.model.train()
+        return {name: float(loss) for name, loss in losses.items()}
+
+    def _epoch(self, epoch: int) -> dict[str, float]:
+        positions = self.data.split.train_positions()
+        positions = positions[self.rng.permutation(len(positions))]
+        size = self.config.train.batch_size
+        sums: dict[str, float] = defaultdict(float)
+        steps = 0
+        bar = tqdm(range(0, len(positions), size), desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        for start in bar:
+            positives = train_positive_rows(self.data, positions[start : start + size])
+            losses = self._row_losses(self.sampler.rows(positives, self.config.train.negatives))
+            total = self.weighting.combine(losses)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            steps += 1
+            for name, loss in losses.items():
+                sums[name] += float(loss)
+            sums["total"] += float(total)
+            if steps % 20 == 0:
+                bar.set_postfix({k: f"{v / steps:.4f}" for k, v in sums.items()})
+        return {name: value / max(steps, 1) for name, value in sums.items()}
+
+    def fit(self) -> TrainResult:
+        tc = self.config.train
+        result = TrainResult()
+        best_state: dict[str, torch.Tensor] | None = None
+        start = time.perf_counter()
+        self.model.train()
+        for epoch in range(1, tc.epochs + 1):
+            t0 = time.perf_counter()
+            weights = self.weighting.weights()
+            train_losses = self._epoch(epoch)
+            self.weighting.end_epoch(train_losses)
+            valid = evaluate(self.model, self.tasks, self.data, dict(self.config.eval.blend), stages=("valid",),
+                             ks=self.config.eval.ks, batch_users=self.config.eval.batch_users)["valid"]  # fmt: skip
+            entry = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), "weights": weights,
+                     "train_loss": train_losses, "valid_loss": self._valid_losses(), "valid": valid}  # fmt: skip
+            result.history.append(entry)
+            score = valid[SELECT_METRIC]
+            improved = score > result.best_valid
+            if improved:
+                result.best_valid, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(self.model.state_dict())
+            losses = " ".join(f"{k}={v:.4f}" for k, v in train_losses.items())
+            self.log(f"epoch {epoch:3d}  loss {losses}  valid {SELECT_METRIC}={score:.4f}{' *' if improved else ''}"
+                     f"  ({entry['seconds']:.1f}s)")  # fmt: skip
+            if epoch - result.best_epoch >= tc.patience:
+                self.log(f"early stop: no better valid {SELECT_METRIC} for {tc.patience} epochs")
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        result.seconds = time.perf_counter() - start
+        return result

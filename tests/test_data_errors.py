@@ -1,0 +1,199 @@
+"""Every bad input gives one DataError line naming the file, the line (or row) and the field, plus a fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mtlrec.data import load_generic, load_ml1m, load_ml100k, load_ml_csv
+from mtlrec.errors import ConfigError, DataError
+
+MINI_100K = Path(__file__).parent / "data" / "ml-100k-mini"
+
+
+def write(path: Path, data: str | bytes) -> Path:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def error(call: Callable[[], object]) -> str:
+    with pytest.raises(DataError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def assert_cites(message: str, file: str, line: int | None, field: str | None) -> None:
+    assert file in message, message
+    if line is not None:
+        assert f"line {line}," in message or f"line {line}:" in message, message
+    if field is not None:
+        assert f"field '{field}'" in message, message
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "field", "what"),
+    [
+        ("user_id,item_id,rating\nu,a,4\nu,b,abc\n", 3, "rating", "'abc' is not a number"),
+        ("user_id,item_id,rating\nu,a,4\nu,b,\n", 3, "rating", "missing"),
+        ("user_id,item_id,rating\nu,a,NaN\n", 2, "rating", "NaN"),
+        ("user_id,item_id,timestamp\nu,a,1\nu,b,inf\n", 3, "timestamp", "infinite"),
+        ("user_id,item_id,timestamp\nu,a,1\nu,b,2020-01-01\n", 3, "timestamp", "not a number"),
+        ("user_id,item_id,timestamp\nu,a,1\nu,b,1e30\n", 3, "timestamp", "too large"),
+        ("user_id,item_id\nu,a\n,b\n", 3, "user_id", "missing value"),
+        ("user_id,item_id,rating\nu,a,1\nu,b\n", 3, "rating", "missing"),  # too few fields
+        ("user_id,item_id\nu,a\n\nu,b\n", 3, "user_id", "blank line"),
+        ("user_id,item_id\nu,a\nv,b\nu,a\n", 4, "item_id", "already appear together on line 2"),
+    ],
+)
+def test_bad_values_cite_line_and_field(tmp_path: Path, body: str, line: int, field: str, what: str) -> None:
+    path = write(tmp_path / "events.csv", body)
+    message = error(lambda: load_generic(path))
+    assert_cites(message, "events.csv", line, field)
+    assert what in message
+
+
+def test_trailing_blank_lines_are_fine(tmp_path: Path) -> None:
+    assert load_generic(write(tmp_path / "e.csv", "user_id,item_id\nu,a\n\n\n")).n_items == 1
+
+
+def test_too_many_fields(tmp_path: Path) -> None:
+    message = error(lambda: load_generic(write(tmp_path / "e.csv", "user_id,item_id\nu,a\nu,b,7\n")))
+    assert_cites(message, "e.csv", 3, None)
+    assert "expected 2 fields, found 3" in message
+
+
+def test_unclosed_quote(tmp_path: Path) -> None:
+    message = error(lambda: load_generic(write(tmp_path / "e.csv", 'user_id,item_id\nu,a\nu,"b\nv,c\n')))
+    assert_cites(message, "e.csv", 3, None)
+    assert "quote" in message
+
+
+def test_missing_column_lists_header_and_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.csv", "customer,sku\nu,a\n")
+    message = error(lambda: load_generic(path))
+    assert_cites(message, "e.csv", 1, "user_id")
+    assert "the header has: customer, sku" in message and "columns={'user_id'" in message
+    message = error(lambda: load_generic(path, columns={"user_id": "customer", "item_id": "product"}))
+    assert "column 'product' (for item_id) not found" in message
+
+
+def test_wrong_encoding_cites_line_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path / "items.csv", "item_id,title\n1,One\n2,Caf\xe9 Society\n".encode("latin-1"))
+    inter = write(tmp_path / "e.csv", "user_id,item_id\nu,1\n")
+    message = error(lambda: load_generic(inter, items_path=path))
+    assert_cites(message, "items.csv", 3, "title")
+    assert "utf-8" in message and "latin-1" in message
+    assert load_generic(inter, items_path=path, encoding="latin-1").items["title"].iloc[1] == "Café Society"
+
+
+def test_encoding_error_far_into_a_big_file(tmp_path: Path) -> None:
+    rows = "".join(f"u{k},i{k}\n" for k in range(50_000))
+    path = write(tmp_path / "big.csv", ("user_id,item_id\n" + rows).encode() + b"u,\xff\n")
+    assert_cites(error(lambda: load_generic(path)), "big.csv", 50_002, "item_id")
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    message = error(lambda: load_generic(tmp_path / "nope.csv"))
+    assert "nope.csv" in message and "file not found" in message
+    assert "empty" in error(lambda: load_generic(write(tmp_path / "empty.csv", "")))
+    assert_cites(error(lambda: load_generic(write(tmp_path / "h.csv", "user_id,item_id\n"))), "h.csv", 2, None)
+    message = error(lambda: load_ml1m(tmp_path))
+    assert ".dat: file not found" in message and "mtlrec data download ml-1m" in message
+
+
+def test_interaction_with_unknown_item_or_user(tmp_path: Path) -> None:
+    inter = write(tmp_path / "e.csv", "user_id,item_id\nu,a\nv,zz\n")
+    items = write(tmp_path / "items.csv", "item_id,title\na,A\n")
+    message = error(lambda: load_generic(inter, items_path=items))
+    assert_cites(message, "e.csv", 3, "item_id")
+    assert "'zz' is not in the items table" in message and "items.csv" in message
+    users = write(tmp_path / "users.csv", "user_id\nu\n")
+    assert_cites(error(lambda: load_generic(inter, users_path=users)), "e.csv", 3, "user_id")
+    # Checked before duplicates are dropped, so the line is still the file's line.
+    dup = write(tmp_path / "d.csv", "user_id,item_id\nu,a\nu,a\nv,zz\n")
+    assert_cites(error(lambda: load_generic(dup, items_path=items, on_duplicate="last")), "d.csv", 4, "item_id")
+
+
+def test_repeated_ids_in_items_table(tmp_path: Path) -> None:
+    inter = write(tmp_path / "e.csv", "user_id,item_id\nu,a\n")
+    items = write(tmp_path / "items.csv", "item_id,title\na,A\nb,B\na,again\n")
+    message = error(lambda: load_generic(inter, items_path=items))
+    assert_cites(message, "items.csv", 4, "item_id")
+    assert "already appears on line 2" in message
+
+
+def test_parquet_errors_cite_rows(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    pd.DataFrame({"user_id": ["u", "v"], "item_id": ["a", "b"], "rating": ["4", "bad"]}).to_parquet(path)
+    message = error(lambda: load_generic(path))
+    assert_cites(message, "e.parquet", None, "rating")
+    assert "(row 2)" in message
+    assert "Parquet" in error(lambda: load_generic(write(tmp_path / "x.parquet", "not parquet")))
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigError, match="valid keys"):
+        load_generic("x.csv", columns={"user": "u"})
+
+
+def test_bad_on_duplicate(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="on_duplicate"):
+        load_generic(write(tmp_path / "e.csv", "user_id,item_id\nu,a\n"), on_duplicate="keep")
+
+
+def copy_100k(tmp_path: Path) -> Path:
+    for f in MINI_100K.glob("u.*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    return tmp_path
+
+
+def test_movielens_duplicate_rating(tmp_path: Path) -> None:
+    root = copy_100k(tmp_path)
+    with open(root / "u.data", "a") as f:
+        f.write("2\t3\t5\t891717799\n")
+    message = error(lambda: load_ml100k(root))
+    assert_cites(message, "u.data", 7, "item_id")
+    assert "line 4" in message and "re-download" in message
+
+
+def test_movielens_bad_rating_and_genre_flag(tmp_path: Path) -> None:
+    root = copy_100k(tmp_path)
+    (root / "u.data").write_text("1\t1\t5\t881250949\n1\t2\tfive\t881250950\n")
+    assert_cites(error(lambda: load_ml100k(root)), "u.data", 2, "rating")
+    root = copy_100k(tmp_path)
+    raw = (root / "u.item").read_bytes().replace(b"|0|0|0|1|1|1|", b"|0|0|0|2|1|1|", 1)
+    (root / "u.item").write_bytes(raw)
+    assert_cites(error(lambda: load_ml100k(root)), "u.item", 1, "Animation")
+
+
+def test_movielens_unknown_item(tmp_path: Path) -> None:
+    root = copy_100k(tmp_path)
+    with open(root / "u.data", "a") as f:
+        f.write("1\t99\t5\t891717799\n")
+    message = error(lambda: load_ml100k(root))
+    assert_cites(message, "u.data", 7, "item_id")
+    assert "'99' is not in the items table" in message
+
+
+def test_double_colon_files(tmp_path: Path) -> None:
+    write(tmp_path / "movies.dat", "1::Toy Story (1995)::Comedy\n2 Toy Story 2 (1999)\n")
+    write(tmp_path / "users.dat", "1::F::1::10::48067\n")
+    write(tmp_path / "ratings.dat", "1::1::5::978300760\n1::2::3::978302109::9\n")
+    message = error(lambda: load_ml1m(tmp_path))
+    assert_cites(message, "ratings.dat", 2, None)
+    assert "expected 4 fields, found 5" in message
+    write(tmp_path / "ratings.dat", "1::1::5::978300760\n1::2:3::978302109\n")
+    assert_cites(error(lambda: load_ml1m(tmp_path)), "ratings.dat", 2, None)
+    write(tmp_path / "ratings.dat", "1::1::5::978300760\n")
+    assert_cites(error(lambda: load_ml1m(tmp_path)), "movies.dat", 2, "item_id")
+
+
+def test_csv_release_missing_column(tmp_path: Path) -> None:
+    write(tmp_path / "ratings.csv", "userId,movieId,stars,timestamp\n1,1,4,5\n")
+    message = error(lambda: load_ml_csv(tmp_path, name="ml-32m"))
+    assert_cites(message, "ratings.csv", 1, "rating")
