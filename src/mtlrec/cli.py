@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import click
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +22,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Find, download and inspect da
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 out = Console()
+
+
+def log(message: str) -> None:
+    console.print(message, soft_wrap=True, highlight=False)
 
 
 def _parse_pairs(text: str | None, flag: str) -> dict[str, float] | None:
@@ -73,9 +78,15 @@ def train(
     text_model: Annotated[str | None, typer.Option("--text-model", help="Language model name or path.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (0 = all cores).")] = None,
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key, e.g. --set model.dropout=0.2 (value parsed as YAML; repeatable).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Train the multi-task model, evaluate it on PROTOCOL.md, and write a run directory."""
+    """Train the multi-task model, evaluate it on PROTOCOL.md, and write a run directory.
+
+    Settings come from defaults, then --config, then flags (flags win). Example:
+    mtlrec train --dataset ml-100k --output runs/ml100k --tasks interest:0.6,genre:0.4
+    """
     from mtlrec.config import load_config
     from mtlrec.train.run import train_run
 
@@ -88,8 +99,13 @@ def train(
         "text.model": text_model, "train.threads": threads, "train.device": device,
         "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
     }  # fmt: skip
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
+        overrides[key.strip()] = yaml.safe_load(value)
     cfg = load_config(config, overrides)
-    metrics = train_run(cfg, output, progress=progress, log=console.print)
+    metrics = train_run(cfg, output, progress=progress, log=log)
     out.print(_metrics_table(metrics, f"{cfg.data.dataset} · best epoch {metrics['best_epoch']} · "
                                       f"{metrics['train_seconds']:.0f}s training"))  # fmt: skip
     console.print(f"run written to {output} (metrics.json, plots/)")
@@ -104,7 +120,7 @@ def evaluate(
     """Re-evaluate a trained run on PROTOCOL.md (full ranking, rating and category metrics)."""
     from mtlrec.train.run import evaluate_run
 
-    metrics = evaluate_run(run_dir, force=force, log=console.print)
+    metrics = evaluate_run(run_dir, force=force, log=log)
     if as_json:
         out.print_json(json.dumps(metrics))
     else:

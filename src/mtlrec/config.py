@@ -95,8 +95,10 @@ class Config:
                 continue
             node = merged
             *parents, leaf = key.split(".")
-            for part in parents:
+            for depth, part in enumerate(parents):
                 node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{key}: '{'.'.join(parents[: depth + 1])}' is a value, not a section")
             node[leaf] = value
         return from_dict(Config, merged)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from mtlrec.data.splits import Split
 from mtlrec.eval import metrics
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.recommend.scoring import ranking_scores
@@ -41,27 +43,23 @@ class EvalContext:
         return self.model.item_logits(task, items)
 
 
+ScoreFn = Callable[[np.ndarray, str], torch.Tensor]  # (user indexes [B], stage) -> scores float [B, n_items]
+
+
 @torch.no_grad()
 def rank_users(
-    model: MultiTaskModel,
-    tasks: dict[str, Task],
-    blend: dict[str, float],
-    data: TrainingData,
-    stage: str,
-    ks: tuple[int, ...] = (10, 20),
-    batch_users: int = 128,
+    score_fn: ScoreFn, split: Split, stage: str, ks: tuple[int, ...] = (10, 20), batch_users: int = 128
 ) -> dict[str, np.ndarray]:
-    """Per evaluated user, full-ranking metrics of the held-out item at ``stage`` (PROTOCOL.md)."""
-    split = data.split
+    """Per evaluated user, full-ranking metrics of the held-out item at ``stage`` (PROTOCOL.md): every item is
+    scored, the user's train items (and for test the validation item) are excluded, ties count at expectation."""
     users = split.eval_users
     targets = split.target(stage)
-    end = split.history_end(stage)
     seen_users, seen_items = split.seen_pairs(stage)
     seen_start = np.searchsorted(seen_users, np.arange(split.n_users + 1))  # seen pairs are grouped by user
     per_user: dict[str, list[torch.Tensor]] = defaultdict(list)
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        scores, _ = ranking_scores(model, tasks, blend, batch, histories(split, batch, end[batch], model.history_len))
+        scores = score_fn(batch, stage).clone()
         counts = seen_start[batch + 1] - seen_start[batch]
         rows = np.repeat(np.arange(len(batch)), counts)
         cols = np.concatenate([seen_items[seen_start[u] : seen_start[u + 1]] for u in batch])
@@ -70,6 +68,16 @@ def rank_users(
         for name, value in result.items():
             per_user[name].append(value)
     return {name: torch.cat(values).numpy() for name, values in per_user.items()}
+
+
+def model_score_fn(model: MultiTaskModel, tasks: dict[str, Task], blend: dict[str, float], split: Split) -> ScoreFn:
+    """The model's blended ranking score with the history visible at each stage."""
+
+    def score(users: np.ndarray, stage: str) -> torch.Tensor:
+        end = split.history_end(stage)[users]
+        return ranking_scores(model, tasks, blend, users, histories(split, users, end, model.history_len))[0]
+
+    return score
 
 
 def evaluate(
@@ -92,7 +100,7 @@ def evaluate(
         ctx = EvalContext(model, data)
         out: dict[str, dict[str, float]] = {}
         for stage in stages:
-            per_user = rank_users(model, tasks, blend, data, stage, ks, batch_users)
+            per_user = rank_users(model_score_fn(model, tasks, blend, data.split), data.split, stage, ks, batch_users)
             row = {name: float(values.mean()) for name, values in per_user.items()}
             task_metrics = {name: task.evaluate(ctx, stage) for name, task in tasks.items()}
             counts: dict[str, int] = defaultdict(int)

@@ -12,18 +12,32 @@ import numpy as np
 import torch
 
 from mtlrec.config import Config
-from mtlrec.errors import ArtifactError
+from mtlrec.errors import ArtifactError, ConfigError
 from mtlrec.eval.evaluator import evaluate
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
 from mtlrec.recommend.scoring import check_blend
-from mtlrec.tasks.base import build_tasks
+from mtlrec.models.architectures import ARCHITECTURES
+from mtlrec.tasks.base import Task, build_tasks
+from mtlrec.text import ENCODERS
 from mtlrec.train.pipeline import prepare, set_threads
 from mtlrec.train.plots import plot_history
-from mtlrec.train.trainer import Trainer
+from mtlrec.train.trainer import OPTIMIZERS, Trainer
 from mtlrec.weighting.base import WEIGHTINGS
 
 PROTOCOL = "PROTOCOL.md: temporal leave-one-out (seeded ties), full ranking over all items, ties at expectation"
+
+
+def check_config(config: Config) -> dict[str, Task]:
+    """Fail on every unknown name before any data is read; returns the tasks."""
+    ARCHITECTURES.get(config.model.arch)
+    WEIGHTINGS.get(config.train.weighting)
+    ENCODERS.get(config.text.encoder)
+    if config.train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+    tasks = build_tasks(config.tasks)
+    check_blend(dict(config.eval.blend), tasks)
+    return tasks
 
 
 def train_run(config: Config, output: str | Path, progress: bool = True, log: Callable[[str], None] = print
@@ -31,12 +45,10 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     """Train on the configured dataset, evaluate on validation and test, and write a run directory."""
     started = time.perf_counter()
     output = Path(output)
+    tasks = check_config(config)
     threads = set_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
     prepared = prepare(config, progress=progress, log=log)
     data = prepared.data
-    tasks = build_tasks(config.tasks)
-    check_blend(dict(config.eval.blend), tasks)
     for task in tasks.values():
         task.prepare(data)
     torch.manual_seed(config.train.seed)

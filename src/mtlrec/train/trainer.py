@@ -41,13 +41,16 @@ class TrainResult:
     seconds: float = 0.0
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def build_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     tc = config.train
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    raise ConfigError(f"train.optimizer: unknown optimizer '{tc.optimizer}'; valid: adamw, sgd")
+    raise ConfigError(f"train.optimizer: unknown optimizer '{tc.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
 
 
 class Trainer:
@@ -97,8 +100,8 @@ class Trainer:
             self.optimizer.step()
             steps += 1
             for name, loss in losses.items():
-                sums[name] += float(loss)
-            sums["total"] += float(total)
+                sums[name] += loss.item()
+            sums["total"] += total.item()
             if steps % 20 == 0:
                 bar.set_postfix({k: f"{v / steps:.4f}" for k, v in sums.items()})
         return {name: value / max(steps, 1) for name, value in sums.items()}

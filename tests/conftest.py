@@ -1,0 +1,88 @@
+"""Shared fixtures: one torch thread (other processes share the cores), a private cache, and a tiny synthetic
+world in the generic format with a learnable structure (users prefer one category, in time order)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+CATEGORIES = ["Action", "Comedy", "Drama", "Horror"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("MTLREC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def make_world(folder: Path, n_users: int = 60, n_items: int = 80, per_user: int = 12, seed: int = 0) -> Path:
+    """Write interactions.csv and items.csv: each user mostly picks items of a favourite category."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    item_cat = np.arange(n_items) % len(CATEGORIES)
+    rows = []
+    for u in range(n_users):
+        fav = u % len(CATEGORIES)
+        liked = rng.permutation(np.flatnonzero(item_cat == fav))
+        others = rng.permutation(np.flatnonzero(item_cat != fav))
+        picks = np.concatenate([liked[: per_user - 2], others[:2]])
+        for t, i in enumerate(rng.permutation(picks)):
+            rating = 5 if item_cat[i] == fav else 2
+            rows.append((f"u{u}", f"i{i}", rating, 1_000_000 + 100 * u + t))
+    pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]).to_csv(
+        folder / "interactions.csv", index=False
+    )
+    pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "title": [f"{CATEGORIES[c]} movie number {i}" for i, c in enumerate(item_cat)],
+            "categories": [CATEGORIES[c] for c in item_cat],
+        }
+    ).to_csv(folder / "items.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def tiny_overrides(world: Path, **extra: object) -> dict[str, object]:
+    return {
+        "data.dataset": "generic",
+        "data.data_path": str(world / "interactions.csv"),
+        "data.items_path": str(world / "items.csv"),
+        "text.encoder": "hashing",
+        "text.dim": 64,
+        "model.dim": 16,
+        "model.hidden": [32, 16],
+        "model.history_len": 8,
+        "train.epochs": 4,
+        "train.batch_size": 64,
+        "train.negatives": 4,
+        "train.threads": 1,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory trained once for the whole session."""
+    from mtlrec.config import load_config
+    from mtlrec.train.run import train_run
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train_run(load_config(overrides=tiny_overrides(world)), out, progress=False, log=lambda _: None)
+    return out
+
+
+def shared_datasets() -> Path | None:
+    """The real datasets (MTLREC_DATA_DIR), or None so tests that need them skip."""
+    root = os.environ.get("MTLREC_DATA_DIR")
+    return Path(root) if root and (Path(root) / "ml-100k" / "u.data").is_file() else None

@@ -1,0 +1,90 @@
+"""The mtlrec command: output on success; one line and exit status 2, never a traceback, on user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_overrides
+
+from mtlrec.cli import main
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+def test_recommend_prints_titles_and_json(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["recommend", str(tiny_run), "--user", "u3", "-k", "4", "--json"], capsys)
+    assert code == 0
+    items = json.loads(out)
+    assert len(items) == 4 and all("title" in i and "scores" in i for i in items)
+    code, out, _ = run(["recommend", str(tiny_run), "--user", "u3", "-k", "2"], capsys)
+    assert code == 0 and items[0]["item_id"] in out
+
+
+def test_evaluate_prints_the_metrics(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["evaluate", str(tiny_run), "--json"], capsys)
+    stored = json.loads((tiny_run / "metrics.json").read_text())
+    assert code == 0
+    assert json.loads(out)["test"]["ndcg@10"] == pytest.approx(stored["test"]["ndcg@10"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recommend", "{run}", "--user", "ghost"], "unknown user 'ghost'"),
+        (["recommend", "{run}", "--user", "u1", "--blend", "interest=1"], "--blend: expected NAME:WEIGHT"),
+        (["recommend", "{run}", "--user", "u1", "--blend", "colour:1"], "'colour' is not a rankable task"),
+        (["recommend", "{tmp}/nothing", "--user", "u1"], "is not a run directory"),
+        (["train", "--output", "{tmp}/r", "--dataset", "ml-100k", "--data-dir", "{tmp}/empty"], "mtlrec data download"),
+        (["train", "--output", "{tmp}/r", "--set", "train.epochz=3"], "unknown config key 'train.epochz'"),
+        (["train", "--output", "{tmp}/r", "--arch", "tower-of-babel"], "unknown architecture 'tower-of-babel'"),
+        (["data", "download", "ml-5k"], "unknown dataset 'ml-5k'"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    args: list[str], message: str, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = run([a.format(run=tiny_run, tmp=tmp_path) for a in args], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_data_file_is_named_with_its_line(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "interactions.csv"
+    lines = (world / "interactions.csv").read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 2)[0] + ",five,1000"
+    bad.write_text("\n".join(lines) + "\n")
+    overrides = tiny_overrides(world)
+    code, _, err = run(["train", "--output", str(tmp_path / "r"), "--dataset", "generic", "--data-path", str(bad),
+                        "--items-path", overrides["data.items_path"], "--encoder", "hashing", "--epochs", "1",
+                        "--no-progress"], capsys)  # fmt: skip
+    assert code == 2
+    assert "interactions.csv" in err and "line 6" in err and "rating" in err and "Traceback" not in err
+
+
+def test_train_command_writes_a_run(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    o = tiny_overrides(world, **{"train.epochs": 1})
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in o.items() if k.startswith(("model.", "train.", "text."))]
+    code, out, _ = run(["train", "--output", str(tmp_path / "r"), "--dataset", "generic", "--data-path",
+                        o["data.data_path"], "--items-path", o["data.items_path"], "--tasks", "interest:0.6,genre:0.4",
+                        "--no-progress", *sets], capsys)  # fmt: skip
+    assert code == 0
+    assert "ndcg@10" in out
+    config = (tmp_path / "r" / "config.yaml").read_text()
+    assert "weight: 0.6" in config and "rating" not in config.split("tasks:")[1].split("train:")[0]
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in ("train", "evaluate", "recommend", "data"):
+        assert command in out
