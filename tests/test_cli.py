@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_overrides
 
+from conftest import tiny_overrides
 from mtlrec.cli import main
 
 
@@ -42,7 +42,7 @@ def test_evaluate_prints_the_metrics(tiny_run: Path, capsys: pytest.CaptureFixtu
         (["recommend", "{run}", "--user", "u1", "--blend", "interest=1"], "--blend: expected NAME:WEIGHT"),
         (["recommend", "{run}", "--user", "u1", "--blend", "colour:1"], "'colour' is not a rankable task"),
         (["recommend", "{tmp}/nothing", "--user", "u1"], "is not a run directory"),
-        (["train", "--output", "{tmp}/r", "--dataset", "ml-100k", "--data-dir", "{tmp}/empty"], "mtlrec data download"),
+        (["train", "-o", "{tmp}/r", "--dataset", "ml-100k", "--data-dir", "{tmp}/empty"], "mtlrec data download"),
         (["train", "--output", "{tmp}/r", "--set", "train.epochz=3"], "unknown config key 'train.epochz'"),
         (["train", "--output", "{tmp}/r", "--arch", "tower-of-babel"], "unknown architecture 'tower-of-babel'"),
         (["data", "download", "ml-5k"], "unknown dataset 'ml-5k'"),

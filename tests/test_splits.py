@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_datasets
 
+from conftest import shared_datasets
 from mtlrec.data import Dataset, load_dataset
 from mtlrec.data.splits import TEST, TRAIN, VALID, temporal_leave_one_out
 

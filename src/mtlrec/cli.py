@@ -72,14 +72,20 @@ def train(
     optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
     arch: Annotated[str | None, typer.Option(help="Shared architecture (shared-bottom).")] = None,
     weighting: Annotated[str | None, typer.Option(help="Loss weighting strategy (fixed).")] = None,
-    task_weights: Annotated[str | None, typer.Option(
-        "--tasks", help="Tasks and fixed weights, e.g. 'interest:0.6,genre:0.4' (replaces the task list).")] = None,
+    task_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--tasks", help="Tasks and fixed weights, e.g. 'interest:0.6,genre:0.4' (replaces the task list)."
+        ),
+    ] = None,
     encoder: Annotated[str | None, typer.Option(help="Text encoder: sentence-transformers or hashing.")] = None,
     text_model: Annotated[str | None, typer.Option("--text-model", help="Language model name or path.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (0 = all cores).")] = None,
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
-    settings: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any config key, e.g. --set model.dropout=0.2 (value parsed as YAML; repeatable).")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any config key, e.g. --set model.dropout=0.2 (value parsed as YAML; repeatable)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the multi-task model, evaluate it on PROTOCOL.md, and write a run directory.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -12,7 +14,7 @@ ARCHITECTURES: Registry[type[nn.Module]] = Registry("architecture")
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 

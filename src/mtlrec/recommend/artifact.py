@@ -1,13 +1,13 @@
 """A run directory: everything needed to load a trained model without the training data, and no pickle.
 
-    config.yaml            resolved config (defaults < file < flags)
-    model.safetensors      weights
-    item_vectors.safetensors  the language-model vectors of the item texts (frozen input)
-    interactions.safetensors  known interactions per user, time-ordered (history and seen items when serving)
-    items.parquet          item id, title, categories, year, the text the language model read
-    ids.json               user ids, item ids (row order of every matrix), category names
-    meta.json              version, creation time, dataset fingerprint, encoder, sizes
-    metrics.json, history.json, plots/*.png
+config.yaml            resolved config (defaults < file < flags)
+model.safetensors      weights
+item_vectors.safetensors  the language-model vectors of the item texts (frozen input)
+interactions.safetensors  known interactions per user, time-ordered (history and seen items when serving)
+items.parquet          item id, title, categories, year, the text the language model read
+ids.json               user ids, item ids (row order of every matrix), category names
+meta.json              version, creation time, dataset fingerprint, encoder, sizes
+metrics.json, history.json, plots/*.png
 """
 
 from __future__ import annotations

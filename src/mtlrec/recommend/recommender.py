@@ -49,7 +49,8 @@ class Recommender:
     @torch.no_grad()
     def _scores(self, rows: np.ndarray, blend: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         end = self.split.offsets[1:][rows]  # everything known about the user
-        return ranking_scores(self.model, self.tasks, blend, rows, histories(self.split, rows, end, self.model.history_len))
+        history = histories(self.split, rows, end, self.model.history_len)
+        return ranking_scores(self.model, self.tasks, blend, rows, history)
 
     def score_all(self, users: list[str], blend: dict[str, float] | None = None) -> np.ndarray:
         """float32 [len(users), n_items] ranking scores, columns in ``item_ids`` order."""

@@ -15,7 +15,8 @@ def check_blend(blend: dict[str, float], tasks: dict[str, Task]) -> dict[str, fl
     rankable = [name for name, task in tasks.items() if task.rankable]
     for name in blend:
         if name not in rankable:
-            raise ConfigError(f"blend: '{name}' is not a rankable task of this model; use one of {', '.join(rankable)}")
+            valid = ", ".join(rankable)
+            raise ConfigError(f"blend: '{name}' is not a rankable task of this model; use one of {valid}")
     if not blend or all(w == 0 for w in blend.values()):
         raise ConfigError(f"blend: give at least one non-zero weight among {', '.join(rankable)}")
     return blend
@@ -33,4 +34,3 @@ def ranking_scores(
     logits = model.score_items(torch.from_numpy(users), history[0], history[1], list(blend))
     score = sum(weight * tasks[name].rank_score(logits[name]) for name, weight in blend.items())
     return score.float(), logits  # type: ignore[union-attr]
-

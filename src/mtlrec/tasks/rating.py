@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -9,19 +10,25 @@ import torch
 from torch import nn
 
 from mtlrec.eval import metrics
-from mtlrec.tasks.base import TASKS, Features, HeadDims, Task, masked_mean
+from mtlrec.tasks.base import TASKS, Features, HeadDims, Task, TaskOptions, masked_mean
 
 if TYPE_CHECKING:
     from mtlrec.eval.evaluator import EvalContext
     from mtlrec.train.data import PairRows, TrainingData
 
 
+@dataclass(frozen=True)
+class RatingOptions(TaskOptions):
+    dropout: float = 0.5  # inside the head: ratings are few and noisy, and the shared layers fit them fast
+
+
 class RatingHead(nn.Module):
     """Rating = global mean (a buffer set from train) + a small MLP over the shared layers."""
 
-    def __init__(self, shared: int) -> None:
+    def __init__(self, shared: int, dropout: float) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(shared, shared), nn.ReLU(), nn.Linear(shared, 1))
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(shared, shared), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(shared, 1))  # fmt: skip
         self.register_buffer("mean", torch.zeros(()))
 
     def forward(self, f: Features) -> torch.Tensor:
@@ -31,6 +38,8 @@ class RatingHead(nn.Module):
 
 @TASKS.register("rating")
 class RatingTask(Task):
+    options_cls = RatingOptions
+    options: RatingOptions
     rankable = True
 
     def prepare(self, data: TrainingData) -> None:
@@ -41,7 +50,7 @@ class RatingTask(Task):
         self.low, self.high = (float(train.min()), float(train.max())) if len(train) else (0.0, 1.0)
 
     def build_head(self, dims: HeadDims) -> nn.Module:
-        head = RatingHead(dims.shared)
+        head = RatingHead(dims.shared, self.options.dropout)
         head.mean.fill_(getattr(self, "mean", 0.0))
         return head
 

@@ -28,8 +28,9 @@ class Prepared:
 
 def set_threads(threads: int) -> int:
     """Torch CPU threads: ``threads`` if > 0, else every core this process may run on."""
-    n = threads if threads > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, int(n or 1)))
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
 
 

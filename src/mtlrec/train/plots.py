@@ -30,7 +30,7 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     tasks = [t for t in history[0]["train_loss"] if t != "total"]
     fig, axes = _grid(len(tasks))
-    for ax, task in zip(axes, tasks):
+    for ax, task in zip(axes, tasks, strict=False):
         ax.plot(epochs, [h["train_loss"][task] for h in history], marker="o", ms=3, label="train")
         ax.plot(epochs, [h["valid_loss"][task] for h in history], marker="o", ms=3, label="validation")
         ax.set(title=f"{task} loss", xlabel="epoch")
@@ -42,7 +42,7 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     metrics = list(history[0]["valid"])
     fig, axes = _grid(len(metrics))
-    for ax, name in zip(axes, metrics):
+    for ax, name in zip(axes, metrics, strict=False):
         ax.plot(epochs, [h["valid"][name] for h in history], marker="o", ms=3, color="tab:green")
         ax.set(title=f"validation {name}", xlabel="epoch")
     fig.tight_layout()

@@ -14,10 +14,10 @@ import torch
 from mtlrec.config import Config
 from mtlrec.errors import ArtifactError, ConfigError
 from mtlrec.eval.evaluator import evaluate
+from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
 from mtlrec.recommend.scoring import check_blend
-from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.tasks.base import Task, build_tasks
 from mtlrec.text import ENCODERS
 from mtlrec.train.pipeline import prepare, set_threads
@@ -34,7 +34,8 @@ def check_config(config: Config) -> dict[str, Task]:
     WEIGHTINGS.get(config.train.weighting)
     ENCODERS.get(config.text.encoder)
     if config.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+        valid = ", ".join(OPTIMIZERS)
+        raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {valid}")
     tasks = build_tasks(config.tasks)
     check_blend(dict(config.eval.blend), tasks)
     return tasks
