@@ -109,3 +109,27 @@ def test_incomplete_run_directory_is_reported(tiny_run: Path, tmp_path: Path) ->
     (broken / "config.yaml").write_text(text)
     with pytest.raises(ArtifactError, match="does not fit config.yaml"):
         Recommender.load(broken)
+
+
+def _train(world: Path, out: Path, **extra: object) -> dict:
+    from conftest import tiny_overrides
+
+    from mtlrec.config import load_config
+    from mtlrec.train.run import train_run
+
+    config = load_config(overrides=tiny_overrides(world, **{"train.epochs": 2, **extra}))
+    return train_run(config, out, progress=False, log=lambda _: None)
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(world: Path, tmp_path: Path) -> None:
+    a = _train(world, tmp_path / "a", **{"train.seed": 3})
+    b = _train(world, tmp_path / "b", **{"train.seed": 3})
+    c = _train(world, tmp_path / "c", **{"train.seed": 4})
+    assert a["test"] == b["test"] and a["valid"] == b["valid"]
+    assert a["test"] != c["test"]
+
+
+def test_sgd_trains_too(world: Path, tmp_path: Path) -> None:
+    _train(world, tmp_path / "sgd", **{"train.optimizer": "sgd", "train.lr": 0.05})
+    history = json.loads((tmp_path / "sgd" / "history.json").read_text())
+    assert history[-1]["train_loss"]["interest"] < history[0]["train_loss"]["interest"]

@@ -56,7 +56,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     batch_size: int = 512  # positive interactions per step (negatives come on top)
     negatives: int = 8  # uniform negatives sampled per positive, shared by every task's rows
-    epochs: int = 40
+    epochs: int = 30
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores this process may use
@@ -72,7 +72,9 @@ class EvalConfig:
 
 
 def _default_tasks() -> dict[str, dict[str, Any]]:
-    return {"interest": {"weight": 1.0}, "rating": {"weight": 0.5}, "genre": {"weight": 0.2}}
+    # Chosen on validation (MovieLens-100K): a lighter rating loss lets interest and genre learn faster, and the
+    # rating head's dropout keeps its validation RMSE flat instead of rising after epoch 5.
+    return {"interest": {"weight": 1.0}, "rating": {"weight": 0.2}, "genre": {"weight": 0.2}}
 
 
 @dataclass(frozen=True)
