@@ -113,7 +113,6 @@ def test_incomplete_run_directory_is_reported(tiny_run: Path, tmp_path: Path) ->
 
 def _train(world: Path, out: Path, **extra: object) -> dict:
     from conftest import tiny_overrides
-
     from mtlrec.config import load_config
     from mtlrec.train.run import train_run
 

@@ -13,8 +13,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from mtlrec.errors import ConfigError
-
-DEFAULT_ITEM_TEMPLATE = "{title} ({year}). Genres: {categories}. {text}"
+from mtlrec.text.templates import DEFAULT_ITEM_TEMPLATE
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mtlrec.config import Config
@@ -20,7 +19,8 @@ from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
 from mtlrec.recommend.scoring import check_blend
 from mtlrec.tasks.base import Task, build_tasks
 from mtlrec.text import ENCODERS
-from mtlrec.train.pipeline import prepare, set_threads
+from mtlrec.train.data import TrainingData
+from mtlrec.train.pipeline import load_split, prepare, set_threads
 from mtlrec.train.plots import plot_history
 from mtlrec.train.trainer import OPTIMIZERS, Trainer
 from mtlrec.weighting.base import WEIGHTINGS
@@ -76,20 +76,18 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, force: bool = False, progress: bool = False,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def evaluate_run(run_dir: str | Path, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Re-evaluate a run on the data it names; refuses a dataset that differs from the one trained on."""
     artifact = load_artifact(run_dir)
     config = artifact.config
     set_threads(config.train.threads)
-    prepared = prepare(config, progress=progress, log=log)
-    if prepared.fingerprint != artifact.meta.get("fingerprint") and not force:
+    dataset, split, holdout, _ = load_split(config, log)
+    if dataset.fingerprint() != artifact.meta.get("fingerprint") and not force:
         raise ArtifactError(f"the data found for '{config.data.dataset}' differs from the data {run_dir} was "
                             "trained on (dataset fingerprint mismatch); pass --force to evaluate anyway")  # fmt: skip
-    if not np.allclose(prepared.data.text_vectors, artifact.model.item_encoder.text.numpy(), atol=1e-4):
-        log("note: re-encoded item texts differ from the run's stored vectors; using the stored ones")
-    prepared.data.text_vectors = artifact.model.item_encoder.text.numpy()
+    # The run's stored text vectors are what the model was trained with: no need to load the language model.
+    data = TrainingData.build(dataset, split, artifact.model.item_encoder.text.numpy(), holdout)
     for task in artifact.tasks.values():
-        task.prepare(prepared.data)
-    return evaluate(artifact.model, artifact.tasks, prepared.data, dict(config.eval.blend), ks=config.eval.ks,
+        task.prepare(data)
+    return evaluate(artifact.model, artifact.tasks, data, dict(config.eval.blend), ks=config.eval.ks,
                     batch_users=config.eval.batch_users)  # fmt: skip
