@@ -70,8 +70,10 @@ def train(
     negatives: Annotated[int | None, typer.Option(help="Sampled negatives per positive.")] = None,
     dim: Annotated[int | None, typer.Option(help="Width of user/item representations.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
-    arch: Annotated[str | None, typer.Option(help="Shared architecture (shared-bottom).")] = None,
-    weighting: Annotated[str | None, typer.Option(help="Loss weighting strategy (fixed).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Shared architecture: shared-bottom, mmoe or ple.")] = None,
+    weighting: Annotated[
+        str | None, typer.Option(help="Loss weighting: fixed, uncertainty, gradnorm, dwa or pcgrad.")
+    ] = None,
     task_weights: Annotated[
         str | None,
         typer.Option(

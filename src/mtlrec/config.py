@@ -45,6 +45,9 @@ class ModelConfig:
     hidden: tuple[int, ...] = (128, 64)  # shared layers over a (user, item) pair
     dropout: float = 0.1
     history_len: int = 50  # most recent history items pooled into the user representation
+    experts: int = 4  # mmoe: experts shared by every task; ple: shared experts in each level
+    task_experts: int = 1  # ple: experts of each task in each level (mmoe and shared-bottom ignore it)
+    levels: int = 1  # ple: stacked extraction levels (1 = CGC); every level's experts have layer sizes `hidden`
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ class ItemEncoder(nn.Module):
         nn.init.normal_(self.ids.weight, std=0.01)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
+        if items.numel() > self.ids.num_embeddings:  # more rows than items: project the catalogue once, then index
+            return self.all()[items]  # [..., dim]
         return self.dropout(self.ids(items) + self.project(self.text[items]))  # [..., dim]
 
     def all(self) -> torch.Tensor:
-        return self.forward(torch.arange(self.ids.num_embeddings, device=self.ids.weight.device))  # [n_items, dim]
+        return self.dropout(self.ids.weight + self.project(self.text))  # [n_items, dim]
 
     def pool(self, items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_j weights[:, j] * item(items[:, j]) without materialising [B, L, dim] (the projection is linear,

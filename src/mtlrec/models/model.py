@@ -19,7 +19,7 @@ class MultiTaskModel(nn.Module):
         self.history_len = config.history_len
         self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout)
         self.user_encoder = UserEncoder(n_users, config.dim, config.history_len)
-        self.body = ARCHITECTURES.get(config.arch)(config.dim, config.hidden, config.dropout, list(tasks))
+        self.body = ARCHITECTURES.get(config.arch)(config, list(tasks))
         dims = HeadDims(dim=config.dim, shared=self.body.out_dim, n_categories=n_categories)
         self.heads = nn.ModuleDict({name: task.build_head(dims) for name, task in tasks.items()})
 
@@ -52,6 +52,9 @@ class MultiTaskModel(nn.Module):
     def item_logits(self, task: str, items: torch.Tensor) -> torch.Tensor:
         """Logits of an item-level task (its head reads the item representation only): [n, ...]."""
         return self.heads[task](Features(item=self.item_encoder(items)))
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return self.body.last_shared_parameters()
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss reaches: encoders and shared layers (what gradient methods act on)."""

@@ -22,8 +22,13 @@ def _grid(n: int) -> tuple[Any, list[Any]]:
     return fig, flat
 
 
-def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write losses.png, metrics.png and weights.png under ``out_dir``; returns the paths."""
+def _mark(ax: Any, best_epoch: int | None) -> None:
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)
+
+
+def plot_history(history: list[dict[str, Any]], out_dir: Path, best_epoch: int | None = None) -> list[Path]:
+    """Write losses.png, metrics.png and weights.png under ``out_dir`` (a dotted line marks the kept epoch)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = [h["epoch"] for h in history]
     paths = []
@@ -34,6 +39,7 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.plot(epochs, [h["train_loss"][task] for h in history], marker="o", ms=3, label="train")
         ax.plot(epochs, [h["valid_loss"][task] for h in history], marker="o", ms=3, label="validation")
         ax.set(title=f"{task} loss", xlabel="epoch")
+        _mark(ax, best_epoch)
         ax.legend()
     fig.tight_layout()
     paths.append(out_dir / "losses.png")
@@ -45,6 +51,7 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for ax, name in zip(axes, metrics, strict=False):
         ax.plot(epochs, [h["valid"][name] for h in history], marker="o", ms=3, color="tab:green")
         ax.set(title=f"validation {name}", xlabel="epoch")
+        _mark(ax, best_epoch)
     fig.tight_layout()
     paths.append(out_dir / "metrics.png")
     fig.savefig(paths[-1], dpi=110)

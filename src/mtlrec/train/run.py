@@ -55,7 +55,7 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     torch.manual_seed(config.train.seed)
     model = MultiTaskModel(config.model, tasks, data.split.n_users, torch.from_numpy(data.text_vectors),
                            data.categories.shape[1]).to(config.train.device)  # fmt: skip
-    weighting = WEIGHTINGS.get(config.train.weighting)(tasks)
+    weighting = WEIGHTINGS.get(config.train.weighting)(tasks).to(config.train.device)
     trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log)
     result = trainer.fit()
 
@@ -72,7 +72,7 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
                   "torch": torch.__version__, "python": platform.python_version()})  # fmt: skip
     write_json(output / "history.json", result.history)
     write_json(output / "metrics.json", metrics)
-    plot_history(result.history, output / "plots")
+    plot_history(result.history, output / "plots", result.best_epoch)
     return metrics
 
 

@@ -27,7 +27,7 @@ from mtlrec.train.data import (
     row_logits,
     train_positive_rows,
 )
-from mtlrec.weighting.base import WeightingStrategy
+from mtlrec.weighting.base import WeightingContext, WeightingStrategy
 
 SELECT_METRIC = "ndcg@10"
 VALID_LOSS_SEED = 7
@@ -44,12 +44,15 @@ class TrainResult:
 OPTIMIZERS = ("adamw", "sgd")
 
 
-def build_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(config: Config, model: torch.nn.Module, weighting: torch.nn.Module) -> torch.optim.Optimizer:
+    """The model's parameters with the configured weight decay; learned task weights without (decay would pull
+    them back towards their start)."""
     tc = config.train
+    groups = [{"params": list(model.parameters())}, {"params": list(weighting.parameters()), "weight_decay": 0.0}]
     if tc.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        return torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     raise ConfigError(f"train.optimizer: unknown optimizer '{tc.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
 
 
@@ -66,7 +69,8 @@ class Trainer:
     ) -> None:
         self.config, self.model, self.tasks, self.weighting, self.data = config, model, tasks, weighting, data
         self.progress, self.log = progress, log
-        self.optimizer = build_optimizer(config, [*model.parameters(), *weighting.parameters()])
+        self.optimizer = build_optimizer(config, model, weighting)
+        self.weighting_context = WeightingContext(model.shared_parameters(), model.last_shared_parameters())
         self.rng = np.random.default_rng(config.train.seed)
         self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1)
         valid_sampler = NegativeSampler(data.split, seed=VALID_LOSS_SEED)
@@ -94,10 +98,10 @@ class Trainer:
         for start in bar:
             positives = train_positive_rows(self.data, positions[start : start + size])
             losses = self._row_losses(self.sampler.rows(positives, self.config.train.negatives))
-            total = self.weighting.combine(losses)
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            total = self.weighting.backward(losses, self.weighting_context)
             self.optimizer.step()
+            self.weighting.after_step()
             steps += 1
             for name, loss in losses.items():
                 sums[name] += loss.item()
