@@ -25,7 +25,8 @@ class DataConfig:
     users_path: str | None = None
     columns: dict[str, str] = field(default_factory=dict)  # e.g. {"user_id": "customer"} for other headers
     split_seed: int = 0  # seeds the tie-breaking draw of the temporal split (PROTOCOL.md: 0)
-    category_holdout: float = 0.2  # share of items whose categories are held out to evaluate the category task
+    category_test: float = 0.2  # share of items whose categories are held out to test the category task
+    category_valid: float = 0.1  # further share held out for its validation (model selection)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class ModelConfig:
     experts: int = 4  # mmoe: experts shared by every task; ple: shared experts in each level
     task_experts: int = 1  # ple: experts of each task in each level (mmoe and shared-bottom ignore it)
     levels: int = 1  # ple: stacked extraction levels (1 = CGC); every level's experts have layer sizes `hidden`
+    user_tower: str = "pool"  # "pool" (recency-weighted mean of the history) or "transformer" (causal, SASRec)
+    tower_layers: int = 2  # transformer tower: self-attention blocks over the last `history_len` items
+    tower_heads: int = 2  # transformer tower: attention heads (must divide `dim`)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlrec.data.splits import TEST, TRAIN, VALID
 from mtlrec.eval import metrics
 from mtlrec.tasks.base import TASKS, Features, HeadDims, Task, masked_mean
 
@@ -31,8 +32,8 @@ class CategoryHead(nn.Module):
 class GenreTask(Task):
     def prepare(self, data: TrainingData) -> None:
         self.categories = torch.from_numpy(data.categories)
-        self.trainable = torch.from_numpy(~data.category_holdout)
-        self.heldout = torch.from_numpy(data.category_holdout)
+        self.roles = torch.from_numpy(data.category_role)
+        self.trainable = self.roles == TRAIN
 
     def build_head(self, dims: HeadDims) -> nn.Module:
         return CategoryHead(dims.dim, dims.n_categories)
@@ -49,8 +50,9 @@ class GenreTask(Task):
         return torch.sigmoid(logits)
 
     def evaluate(self, ctx: EvalContext, stage: str) -> dict[str, float]:
-        """Micro/macro-F1 at 0.5 and mAP on the held-out items (the same items at both stages)."""
-        items = torch.nonzero(self.heldout).squeeze(1)
+        """Micro/macro-F1 at 0.5 and mAP on the items held out for ``stage`` (their categories were never trained
+        on nor shown in their text)."""
+        items = torch.nonzero(self.roles == (VALID if stage == "valid" else TEST)).squeeze(1)
         if len(items) == 0:
             return {}
         prob = torch.sigmoid(ctx.item_outputs(self.name, items)).numpy()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mtlrec.data.dataset import Dataset
-from mtlrec.data.splits import Split
+from mtlrec.data.splits import TEST, TRAIN, VALID, Split
 
 if TYPE_CHECKING:
     from mtlrec.models.model import MultiTaskModel
@@ -23,20 +23,24 @@ class TrainingData:
     split: Split
     text_vectors: np.ndarray  # float32 [n_items, text_dim]
     categories: np.ndarray  # float32 [n_items, n_categories] multi-hot
-    category_holdout: np.ndarray  # bool [n_items]: categories hidden from training, used to evaluate
+    category_role: np.ndarray  # int8 [n_items]: TRAIN, VALID or TEST for the category task (hidden unless TRAIN)
     user_of_position: np.ndarray  # int64 [n_interactions]: the user of each flat split position
 
     @classmethod
-    def build(cls, dataset: Dataset, split: Split, text_vectors: np.ndarray, holdout: np.ndarray) -> TrainingData:
+    def build(cls, dataset: Dataset, split: Split, text_vectors: np.ndarray, roles: np.ndarray) -> TrainingData:
         users = np.repeat(np.arange(split.n_users), split.lengths)
-        return cls(dataset, split, text_vectors, dataset.category_matrix(), holdout, users)
+        return cls(dataset, split, text_vectors, dataset.category_matrix(), roles, users)
 
 
-def category_holdout(n_items: int, share: float, seed: int) -> np.ndarray:
-    """A fixed, seeded share of items whose categories are held out from training (PROTOCOL.md)."""
-    held = np.zeros(n_items, dtype=bool)
-    held[np.random.default_rng(seed).permutation(n_items)[: int(round(share * n_items))]] = True
-    return held
+def category_roles(n_items: int, test: float, valid: float, seed: int) -> np.ndarray:
+    """Seeded item roles for the category task: a ``test`` share (PROTOCOL.md's held-out items), a ``valid``
+    share for model selection, the rest TRAIN. Held-out items' categories are hidden from training and text."""
+    roles = np.full(n_items, TRAIN, dtype=np.int8)
+    order = np.random.default_rng(seed).permutation(n_items)
+    n_test, n_valid = int(round(test * n_items)), int(round(valid * n_items))
+    roles[order[:n_test]] = TEST
+    roles[order[n_test : n_test + n_valid]] = VALID
+    return roles
 
 
 @dataclass

@@ -14,7 +14,8 @@ from mtlrec.config import Config
 from mtlrec.data import Dataset, load_dataset
 from mtlrec.data.splits import Split, temporal_leave_one_out
 from mtlrec.text import EmbeddingCache, build_encoder, default_cache_dir, encode_cached, render_item_texts
-from mtlrec.train.data import TrainingData, category_holdout
+from mtlrec.data.splits import TRAIN
+from mtlrec.train.data import TrainingData, category_roles
 
 
 @dataclass
@@ -35,7 +36,7 @@ def set_threads(threads: int) -> int:
 
 
 def load_split(config: Config, log: Callable[[str], None] = print) -> tuple[Dataset, Split, np.ndarray, list[str]]:
-    """The dataset, its split, the items whose categories are held out, and every item's text."""
+    """The dataset, its split, the items' roles for the category task, and every item's text."""
     dc = config.data
     dataset = load_dataset(
         dc.dataset, dc.data_dir, data_path=dc.data_path, columns=dc.columns or None,
@@ -43,19 +44,20 @@ def load_split(config: Config, log: Callable[[str], None] = print) -> tuple[Data
     )  # fmt: skip
     log(dataset.summary())
     split = temporal_leave_one_out(dataset, seed=dc.split_seed)
-    holdout = category_holdout(dataset.n_items, dc.category_holdout if dataset.categories else 0.0, dc.split_seed)
+    has = bool(dataset.categories)
+    roles = category_roles(dataset.n_items, dc.category_test * has, dc.category_valid * has, dc.split_seed)
     # Items whose categories are held out to evaluate the category task must not show them in their text.
-    texts = render_item_texts(dataset.items, config.text.template, hide_categories=np.flatnonzero(holdout))
-    return dataset, split, holdout, texts
+    texts = render_item_texts(dataset.items, config.text.template, hide_categories=np.flatnonzero(roles != TRAIN))
+    return dataset, split, roles, texts
 
 
 def prepare(config: Config, progress: bool = True, log: Callable[[str], None] = print) -> Prepared:
     """Everything training reads: the split data and the language-model vectors of the item texts."""
-    dataset, split, holdout, texts = load_split(config, log)
+    dataset, split, roles, texts = load_split(config, log)
     tc = config.text
     encoder = build_encoder(tc.encoder, tc.model, device=config.train.device, dim=tc.dim)
     cache = EmbeddingCache(Path(tc.cache_dir) if tc.cache_dir else default_cache_dir())
     vectors, encoded = encode_cached(encoder, texts, cache, batch_size=tc.batch_size, progress=progress)
     log(f"item texts: {len(texts):,} ({encoded:,} encoded by {encoder.name}, the rest from the cache)")
-    data = TrainingData.build(dataset, split, vectors.astype(np.float32, copy=False), holdout)
+    data = TrainingData.build(dataset, split, vectors.astype(np.float32, copy=False), roles)
     return Prepared(data, texts, encoder.name, encoded, dataset.fingerprint())

@@ -81,12 +81,12 @@ def evaluate_run(run_dir: str | Path, force: bool = False, log: Callable[[str], 
     artifact = load_artifact(run_dir)
     config = artifact.config
     set_threads(config.train.threads)
-    dataset, split, holdout, _ = load_split(config, log)
+    dataset, split, roles, _ = load_split(config, log)
     if dataset.fingerprint() != artifact.meta.get("fingerprint") and not force:
         raise ArtifactError(f"the data found for '{config.data.dataset}' differs from the data {run_dir} was "
                             "trained on (dataset fingerprint mismatch); pass --force to evaluate anyway")  # fmt: skip
     # The run's stored text vectors are what the model was trained with: no need to load the language model.
-    data = TrainingData.build(dataset, split, artifact.model.item_encoder.text.numpy(), holdout)
+    data = TrainingData.build(dataset, split, artifact.model.item_encoder.text.numpy(), roles)
     for task in artifact.tasks.values():
         task.prepare(data)
     return evaluate(artifact.model, artifact.tasks, data, dict(config.eval.blend), ks=config.eval.ks,
