@@ -63,7 +63,7 @@ class TrainConfig:
     batch_size: int = 512  # positive interactions per step (negatives come on top)
     negatives: int = 8  # uniform negatives sampled per positive, shared by every task's rows
     epochs: int = 30
-    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
+    patience: int = 3  # epochs without a better validation score before stopping
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores this process may use
     device: str = "cpu"
