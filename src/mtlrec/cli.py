@@ -107,11 +107,7 @@ def train(
         "text.model": text_model, "train.threads": threads, "train.device": device,
         "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
     }  # fmt: skip
-    for item in settings or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(_settings(settings))
     cfg = load_config(config, overrides)
     metrics = train_run(cfg, output, progress=progress, log=log)
     out.print(_metrics_table(metrics, f"{cfg.data.dataset} · best epoch {metrics['best_epoch']} · "
@@ -160,6 +156,65 @@ def recommend(
         table.add_row(str(n), item["item_id"], item["title"], ", ".join(item["categories"]), f"{item['score']:.3f}",
                       *per_task)  # fmt: skip
     out.print(table)
+
+
+@app.command()
+def compare(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the report and every run.")] = Path(
+        "runs/compare"
+    ),
+    spec: Annotated[Path | None, typer.Option("--spec", help="YAML: base, architectures, weightings, seeds.")] = None,
+    archs: Annotated[str | None, typer.Option(help="Architectures, e.g. 'shared-bottom,mmoe,ple'.")] = None,
+    weightings: Annotated[str | None, typer.Option(help="Weightings, e.g. 'fixed,uncertainty'.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. '0,1,2' (at least 3 for a report).")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="Base config key, e.g. train.epochs=10.")] = None,
+) -> None:
+    """Single-task baselines vs every architecture x weighting over seeds: Markdown, PNG and JSON report.
+
+    Example: mtlrec compare --archs shared-bottom,mmoe,ple --weightings fixed,uncertainty --seeds 0,1,2
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mtlrec.eval.compare import load_spec, run_compare
+    from mtlrec.train.run import train_run
+
+    def items(text: str | None) -> list[str] | None:
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+    try:
+        seed_list = [int(s) for s in items(seeds) or []] or None
+    except ValueError:
+        raise ConfigError(f"--seeds: expected integers like 0,1,2, got '{seeds}'") from None
+    plan = load_spec(spec, {"architectures": items(archs), "weightings": items(weightings), "seeds": seed_list})
+    base = _settings(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("compare", total=None)
+
+        def on_run(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        def train(config: Any, run_dir: Path) -> dict[str, Any]:
+            metrics = train_run(config, run_dir, progress=False, log=lambda _: None)
+            test = metrics["test"]
+            shown = "  ".join(f"{k} {test[k]:.4f}" for k in ("ndcg@10", "rmse", "micro_f1") if k in test)
+            bar.console.print(f"{run_dir.parent.name}/{run_dir.name}: {shown}", highlight=False)
+            return metrics
+
+        report = run_compare(plan, output, train, base, on_run)
+    out.print((output / "compare.md").read_text())
+    console.print(f"report: {output}/compare.md, compare.png, compare.json ({report['minutes']} min)")
+
+
+def _settings(settings: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs as dotted config overrides (values parsed as YAML)."""
+    overrides: dict[str, Any] = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 @data_app.command("download")

@@ -64,6 +64,7 @@ class TrainConfig:
     negatives: int = 8  # uniform negatives sampled per positive, shared by every task's rows
     epochs: int = 30
     patience: int = 3  # epochs without a better validation score before stopping
+    select: str = "ndcg@10"  # validation metric for early stopping and the kept weights (rmse/mae: lower wins)
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores this process may use
     device: str = "cpu"
@@ -73,7 +74,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     ks: tuple[int, ...] = (10, 20)
-    blend: dict[str, float] = field(default_factory=lambda: {"interest": 1.0})  # task -> weight of its score
+    # task -> weight of its score in the ranking; empty = no ranking (a model without a rankable task)
+    blend: dict[str, float] = field(default_factory=lambda: {"interest": 1.0})
     batch_users: int = 128
 
 

@@ -15,6 +15,7 @@ from mtlrec.recommend.scoring import ranking_scores
 from mtlrec.tasks.base import Task
 from mtlrec.train.data import NegativeSampler, PairRows, TrainingData, heldout_positive_rows, histories, row_logits
 
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss"})  # every other metric: higher is better
 PAIR_NEGATIVES = 100  # uniform negatives per held-out interaction for binary metrics (AUC, log loss)
 PAIR_SEED = 20_240_601
 
@@ -88,8 +89,10 @@ def evaluate(
     stages: tuple[str, ...] = ("valid", "test"),
     ks: tuple[int, ...] = (10, 20),
     batch_users: int = 128,
+    per_user: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``stage -> metric -> value``: ranking metrics, then every task's own metrics.
+    """``stage -> metric -> value``: ranking metrics (when ``blend`` names a task), then every task's own metrics.
+    ``per_user``, if given, receives each evaluated user's ranking metrics as ``"stage/metric" -> array``.
 
     A task's metrics are named by the metric alone (``rmse``); when two tasks report the same metric, both are
     prefixed with the task name (``rating/rmse``) so nothing is overwritten.
@@ -100,8 +103,13 @@ def evaluate(
         ctx = EvalContext(model, data)
         out: dict[str, dict[str, float]] = {}
         for stage in stages:
-            per_user = rank_users(model_score_fn(model, tasks, blend, data.split), data.split, stage, ks, batch_users)
-            row = {name: float(values.mean()) for name, values in per_user.items()}
+            row: dict[str, float] = {}
+            if blend:
+                score_fn = model_score_fn(model, tasks, blend, data.split)
+                ranked = rank_users(score_fn, data.split, stage, ks, batch_users)
+                row = {name: float(values.mean()) for name, values in ranked.items()}
+                if per_user is not None:
+                    per_user.update({f"{stage}/{name}": values for name, values in ranked.items()})
             task_metrics = {name: task.evaluate(ctx, stage) for name, task in tasks.items()}
             counts: dict[str, int] = defaultdict(int)
             for values in task_metrics.values():

@@ -18,6 +18,8 @@ def check_blend(blend: dict[str, float], tasks: dict[str, Task]) -> dict[str, fl
             valid = ", ".join(rankable)
             raise ConfigError(f"blend: '{name}' is not a rankable task of this model; use one of {valid}")
     if not blend or all(w == 0 for w in blend.values()):
+        if not rankable:
+            raise ConfigError("this model has no rankable task (e.g. interest), so it cannot rank items")
         raise ConfigError(f"blend: give at least one non-zero weight among {', '.join(rankable)}")
     return blend
 

@@ -47,6 +47,7 @@ class Task:
 
     options_cls: ClassVar[type[TaskOptions]] = TaskOptions
     rankable: ClassVar[bool] = False  # has a per-(user, item) score that can rank items
+    select_metric: ClassVar[str] = "ndcg@10"  # validation metric that selects a model trained on this task alone
 
     def __init__(self, name: str, options: TaskOptions) -> None:
         self.name = name

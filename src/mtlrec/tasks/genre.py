@@ -30,6 +30,8 @@ class CategoryHead(nn.Module):
 
 @TASKS.register("genre")
 class GenreTask(Task):
+    select_metric = "map"
+
     def prepare(self, data: TrainingData) -> None:
         self.categories = torch.from_numpy(data.categories)
         self.roles = torch.from_numpy(data.category_role)

@@ -41,6 +41,7 @@ class RatingTask(Task):
     options_cls = RatingOptions
     options: RatingOptions
     rankable = True
+    select_metric = "rmse"
 
     def prepare(self, data: TrainingData) -> None:
         self.ratings = data.split.ratings

@@ -12,9 +12,8 @@ import torch
 
 from mtlrec.config import Config
 from mtlrec.data import Dataset, load_dataset
-from mtlrec.data.splits import Split, temporal_leave_one_out
+from mtlrec.data.splits import TRAIN, Split, temporal_leave_one_out
 from mtlrec.text import EmbeddingCache, build_encoder, default_cache_dir, encode_cached, render_item_texts
-from mtlrec.data.splits import TRAIN
 from mtlrec.train.data import TrainingData, category_roles
 
 

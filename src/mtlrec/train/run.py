@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from mtlrec.config import Config
 from mtlrec.errors import ArtifactError, ConfigError
@@ -37,7 +39,11 @@ def check_config(config: Config) -> dict[str, Task]:
         valid = ", ".join(OPTIMIZERS)
         raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {valid}")
     tasks = build_tasks(config.tasks)
-    check_blend(dict(config.eval.blend), tasks)
+    if config.eval.blend:
+        check_blend(dict(config.eval.blend), tasks)
+    elif config.train.select.startswith(("hr@", "ndcg@", "mrr@")):
+        raise ConfigError(f"train.select is '{config.train.select}' but eval.blend is empty (no ranking); "
+                          "select a task metric such as rmse or map, or blend a rankable task")  # fmt: skip
     return tasks
 
 
@@ -59,8 +65,9 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log)
     result = trainer.fit()
 
+    per_user: dict[str, np.ndarray] = {}
     final = evaluate(model, tasks, data, dict(config.eval.blend), ks=config.eval.ks,
-                     batch_users=config.eval.batch_users)  # fmt: skip
+                     batch_users=config.eval.batch_users, per_user=per_user)  # fmt: skip
     metrics = {**final, "seed": config.train.seed, "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
                "texts_encoded": prepared.encoded, "threads": threads,
@@ -70,6 +77,9 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
                   dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
                   "encoder": prepared.encoder_name, "n_users": dataset.n_users, "n_items": dataset.n_items,
                   "torch": torch.__version__, "python": platform.python_version()})  # fmt: skip
+    if per_user:  # each evaluated user's ranking metrics, for paired significance tests between runs
+        arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in per_user.items()}
+        save_file({**arrays, "users": torch.from_numpy(data.split.eval_users)}, str(output / "per_user.safetensors"))
     write_json(output / "history.json", result.history)
     write_json(output / "metrics.json", metrics)
     plot_history(result.history, output / "plots", result.best_epoch)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from mtlrec.config import Config
 from mtlrec.errors import ConfigError
-from mtlrec.eval.evaluator import evaluate
+from mtlrec.eval.evaluator import LOWER_IS_BETTER, evaluate
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.tasks.base import Task
 from mtlrec.train.data import (
@@ -29,7 +29,6 @@ from mtlrec.train.data import (
 )
 from mtlrec.weighting.base import WeightingContext, WeightingStrategy
 
-SELECT_METRIC = "ndcg@10"
 VALID_LOSS_SEED = 7
 
 
@@ -37,7 +36,7 @@ VALID_LOSS_SEED = 7
 class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
     best_epoch: int = 0
-    best_valid: float = float("-inf")
+    best_valid: float = float("-inf")  # the selection score (negated for lower-is-better metrics)
     seconds: float = 0.0
 
 
@@ -112,6 +111,7 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         tc = self.config.train
+        select = tc.select
         result = TrainResult()
         best_state: dict[str, torch.Tensor] | None = None
         start = time.perf_counter()
@@ -126,16 +126,18 @@ class Trainer:
             entry = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), "weights": weights,
                      "train_loss": train_losses, "valid_loss": self._valid_losses(), "valid": valid}  # fmt: skip
             result.history.append(entry)
-            score = valid[SELECT_METRIC]
+            if select not in valid:
+                raise ConfigError(f"train.select: validation has no metric '{select}'; it has {', '.join(valid)}")
+            score = -valid[select] if select in LOWER_IS_BETTER else valid[select]
             improved = score > result.best_valid
             if improved:
                 result.best_valid, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(self.model.state_dict())
             losses = " ".join(f"{k}={v:.4f}" for k, v in train_losses.items())
-            self.log(f"epoch {epoch:3d}  loss {losses}  valid {SELECT_METRIC}={score:.4f}{' *' if improved else ''}"
+            self.log(f"epoch {epoch:3d}  loss {losses}  valid {select}={valid[select]:.4f}{' *' if improved else ''}"
                      f"  ({entry['seconds']:.1f}s)")  # fmt: skip
             if epoch - result.best_epoch >= tc.patience:
-                self.log(f"early stop: no better valid {SELECT_METRIC} for {tc.patience} epochs")
+                self.log(f"early stop: no better valid {select} for {tc.patience} epochs")
                 break
         if best_state is not None:
             self.model.load_state_dict(best_state)
