@@ -15,7 +15,7 @@ from mtlrec.recommend.scoring import ranking_scores
 from mtlrec.tasks.base import Task
 from mtlrec.train.data import NegativeSampler, PairRows, TrainingData, heldout_positive_rows, histories, row_logits
 
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss"})  # every other metric: higher is better
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss", "sampled_ce"})  # every other metric: higher is better
 PAIR_NEGATIVES = 100  # uniform negatives per held-out interaction for binary metrics (AUC, log loss)
 PAIR_SEED = 20_240_601
 

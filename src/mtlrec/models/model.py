@@ -7,7 +7,8 @@ from torch import nn
 
 from mtlrec.config import ModelConfig
 from mtlrec.models.architectures import ARCHITECTURES
-from mtlrec.models.inputs import ItemEncoder, UserEncoder
+from mtlrec.models.inputs import ItemEncoder
+from mtlrec.models.towers import USER_TOWERS
 from mtlrec.tasks.base import Features, HeadDims, Task
 
 
@@ -18,7 +19,7 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.history_len = config.history_len
         self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout)
-        self.user_encoder = UserEncoder(n_users, config.dim, config.history_len)
+        self.user_encoder = USER_TOWERS.get(config.user_tower)(config, n_users)  # the user tower, by name
         self.body = ARCHITECTURES.get(config.arch)(config, list(tasks))
         dims = HeadDims(dim=config.dim, shared=self.body.out_dim, n_categories=n_categories)
         self.heads = nn.ModuleDict({name: task.build_head(dims) for name, task in tasks.items()})

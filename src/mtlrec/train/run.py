@@ -17,6 +17,7 @@ from mtlrec.errors import ArtifactError, ConfigError
 from mtlrec.eval.evaluator import evaluate
 from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.model import MultiTaskModel
+from mtlrec.models.towers import USER_TOWERS
 from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
 from mtlrec.recommend.scoring import check_blend
 from mtlrec.tasks.base import Task, build_tasks
@@ -33,6 +34,7 @@ PROTOCOL = "PROTOCOL.md: temporal leave-one-out (seeded ties), full ranking over
 def check_config(config: Config) -> dict[str, Task]:
     """Fail on every unknown name before any data is read; returns the tasks."""
     ARCHITECTURES.get(config.model.arch)
+    USER_TOWERS.get(config.model.user_tower)
     WEIGHTINGS.get(config.train.weighting)
     ENCODERS.get(config.text.encoder)
     if config.train.optimizer not in OPTIMIZERS:
