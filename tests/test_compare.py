@@ -10,7 +10,6 @@ import pytest
 
 from conftest import tiny_overrides
 from mtlrec.eval.compare import CompareSpec, paired_test, plan, run_compare, transfer
-from mtlrec.train.run import train_run
 
 
 def spec() -> CompareSpec:
@@ -33,13 +32,10 @@ def test_plan_has_single_task_baselines_with_their_own_selection(world: Path) ->
 
 
 def test_compare_writes_a_consistent_report(world: Path, tmp_path: Path) -> None:
-    def train(config, run_dir):  # type: ignore[no-untyped-def]
-        return train_run(config, run_dir, progress=False, log=lambda _: None)
-
     seen: list[str] = []
-    run_compare(spec(), tmp_path, train, tiny_overrides(world, **{"train.epochs": 2}),
+    run_compare(spec(), tmp_path, tiny_overrides(world, **{"train.epochs": 2}),
                 lambda done, total, what: seen.append(what))  # fmt: skip
-    assert seen[-1] == "done" and len(seen) == 5 * 2 + 1
+    assert seen[0] == "starting" and len(seen) == 5 * 2 + 1
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     md = (tmp_path / "compare.md").read_text()
@@ -79,3 +75,11 @@ def test_transfer_says_where_multi_task_hurts() -> None:
     }
     verdicts = {r["metric"]: r["verdict"] for r in transfer(variants, "single:interest")}
     assert verdicts == {"ndcg@10": "helps", "rmse": "hurts"}
+
+
+def test_parallel_jobs_give_the_same_runs(world: Path, tmp_path: Path) -> None:
+    small = CompareSpec(architectures=("shared-bottom",), weightings=("fixed",), seeds=(0, 1), single_task=False)
+    overrides = tiny_overrides(world, **{"train.epochs": 1})
+    one = run_compare(small, tmp_path / "one", overrides, jobs=1)
+    two = run_compare(small, tmp_path / "two", overrides, jobs=2)
+    assert [r["metrics"]["test"] for r in one["runs"]] == [r["metrics"]["test"] for r in two["runs"]]

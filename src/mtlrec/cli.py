@@ -168,6 +168,7 @@ def compare(
     weightings: Annotated[str | None, typer.Option(help="Weightings, e.g. 'fixed,uncertainty'.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. '0,1,2' (at least 3 for a report).")] = None,
     settings: Annotated[list[str] | None, typer.Option("--set", help="Base config key, e.g. train.epochs=10.")] = None,
+    jobs: Annotated[int, typer.Option(help="Runs trained at once (each at one torch thread).")] = 1,
 ) -> None:
     """Single-task baselines vs every architecture x weighting over seeds: Markdown, PNG and JSON report.
 
@@ -176,7 +177,6 @@ def compare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mtlrec.eval.compare import load_spec, run_compare
-    from mtlrec.train.run import train_run
 
     def items(text: str | None) -> list[str] | None:
         return [t.strip() for t in text.split(",") if t.strip()] if text else None
@@ -192,16 +192,11 @@ def compare(
         task = bar.add_task("compare", total=None)
 
         def on_run(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what)
+            if done:
+                bar.console.print(f"finished {what}", highlight=False)
+            bar.update(task, completed=done, total=total, description=f"compare ({what})")
 
-        def train(config: Any, run_dir: Path) -> dict[str, Any]:
-            metrics = train_run(config, run_dir, progress=False, log=lambda _: None)
-            test = metrics["test"]
-            shown = "  ".join(f"{k} {test[k]:.4f}" for k in ("ndcg@10", "rmse", "micro_f1") if k in test)
-            bar.console.print(f"{run_dir.parent.name}/{run_dir.name}: {shown}", highlight=False)
-            return metrics
-
-        report = run_compare(plan, output, train, base, on_run)
+        report = run_compare(plan, output, base, on_run, jobs=jobs)
     out.print((output / "compare.md").read_text())
     console.print(f"report: {output}/compare.md, compare.png, compare.json ({report['minutes']} min)")
 
