@@ -23,17 +23,22 @@ class RatingOptions(TaskOptions):
 
 
 class RatingHead(nn.Module):
-    """Rating = global mean (a buffer set from train) + a small MLP over the shared layers."""
+    """Rating = global mean (a buffer set from train) + user and item biases read linearly from their
+    representations (no dropout: biases are what ratings need most, as in biased matrix factorisation)
+    + a small MLP over the shared layers (heavy dropout: the pair-specific part is what overfits)."""
 
-    def __init__(self, shared: int, dropout: float) -> None:
+    def __init__(self, dim: int, shared: int, dropout: float) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(shared, shared), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(shared, 1))  # fmt: skip
+        self.user_bias = nn.Linear(dim, 1, bias=False)
+        self.item_bias = nn.Linear(dim, 1, bias=False)
         self.register_buffer("mean", torch.zeros(()))
 
     def forward(self, f: Features) -> torch.Tensor:
         assert f.user is not None and f.shared is not None, "a pair-level head needs user and shared features"
-        return self.mean + self.mlp(f.shared).squeeze(-1)  # [...]
+        biases = self.user_bias(f.user) + self.item_bias(f.item)  # [..., 1]
+        return self.mean + (biases + self.mlp(f.shared)).squeeze(-1)  # [...]
 
 
 @TASKS.register("rating")
@@ -51,7 +56,7 @@ class RatingTask(Task):
         self.low, self.high = (float(train.min()), float(train.max())) if len(train) else (0.0, 1.0)
 
     def build_head(self, dims: HeadDims) -> nn.Module:
-        head = RatingHead(dims.shared, self.options.dropout)
+        head = RatingHead(dims.dim, dims.shared, self.options.dropout)
         head.mean.fill_(getattr(self, "mean", 0.0))
         return head
 
