@@ -70,7 +70,8 @@ def main() -> None:
     (args.output / "ml100k.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# MovieLens-100K, default `mtlrec train` ({result['date']}, seeds {args.seeds})", "",
              "| metric | mtlrec (mean ± std) | most popular |", "| --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {k} | {m:.4f} ± {s:.4f} | {pop.get(k, float('nan')):.4f} |" for k, (m, s) in summary.items()]
+    lines += [f"| {k} | {m:.4f} ± {s:.4f} | {pop[k]:.4f} |" if k in pop else f"| {k} | {m:.4f} ± {s:.4f} | — |"
+              for k, (m, s) in summary.items()]  # fmt: skip
     lines += ["", f"Wall time per run (s): {', '.join(str(r['wall_seconds']) for r in runs)}; "
               f"texts encoded per run: {', '.join(str(r['texts_encoded']) for r in runs)}."]  # fmt: skip
     (args.output / "ml100k.md").write_text("\n".join(lines) + "\n")
