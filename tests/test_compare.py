@@ -83,3 +83,11 @@ def test_parallel_jobs_give_the_same_runs(world: Path, tmp_path: Path) -> None:
     one = run_compare(small, tmp_path / "one", overrides, jobs=1)
     two = run_compare(small, tmp_path / "two", overrides, jobs=2)
     assert [r["metrics"]["test"] for r in one["runs"]] == [r["metrics"]["test"] for r in two["runs"]]
+
+
+def test_per_architecture_settings_apply_to_that_architecture_only(world: Path) -> None:
+    custom = CompareSpec(architectures=("shared-bottom", "mmoe"), weightings=("fixed",), seeds=(0,),
+                         per_architecture={"mmoe": {"model": {"hidden": [8, 4], "experts": 3}}})  # fmt: skip
+    configs = {v.name: v.config.model for v in plan(custom, tiny_overrides(world))}
+    assert configs["mmoe+fixed"].hidden == (8, 4) and configs["mmoe+fixed"].experts == 3
+    assert configs["shared-bottom+fixed"].hidden == (32, 16) and configs["single:interest"].hidden == (32, 16)

@@ -39,6 +39,7 @@ class CompareSpec:
     weightings: tuple[str, ...] = ("fixed", "uncertainty")
     seeds: tuple[int, ...] = (0, 1, 2)
     single_task: bool = True
+    per_architecture: dict[str, dict[str, Any]] = field(default_factory=dict)  # arch -> config mapping on top
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def plan(spec: CompareSpec, base_overrides: dict[str, Any] | None = None) -> lis
             config = _replace_blend(config, {name: 1.0} if task.rankable else {})
             variants.append(Variant(f"single:{name}", False, config))
     for arch in spec.architectures:
+        extra = _flatten(spec.per_architecture.get(arch, {}))
         for weighting in spec.weightings:
-            config = base.with_overrides({"model.arch": arch, "train.weighting": weighting})
+            config = base.with_overrides({**extra, "model.arch": arch, "train.weighting": weighting})
             variants.append(Variant(f"{arch}+{weighting}", True, config))
     return variants
 
@@ -149,7 +151,8 @@ def run_compare(
     report = summarise(runs)
     report["minutes"] = round((time.perf_counter() - started) / 60, 1)
     report["spec"] = {"architectures": list(spec.architectures), "weightings": list(spec.weightings),
-                      "seeds": list(spec.seeds), "single_task": spec.single_task}  # fmt: skip
+                      "seeds": list(spec.seeds), "single_task": spec.single_task,
+                      "per_architecture": spec.per_architecture}  # fmt: skip
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "compare.json", report)
     (output / "compare.md").write_text(markdown(report))
