@@ -132,3 +132,11 @@ def test_sgd_trains_too(world: Path, tmp_path: Path) -> None:
     _train(world, tmp_path / "sgd", **{"train.optimizer": "sgd", "train.lr": 0.05})
     history = json.loads((tmp_path / "sgd" / "history.json").read_text())
     assert history[-1]["train_loss"]["interest"] < history[0]["train_loss"]["interest"]
+
+
+def test_learned_task_weights_are_logged_per_epoch(world: Path, tmp_path: Path) -> None:
+    _train(world, tmp_path / "u", **{"train.weighting": "uncertainty", "train.epochs": 3, "train.patience": 5})
+    history = json.loads((tmp_path / "u" / "history.json").read_text())
+    first, last = history[0]["weights"], history[-1]["weights"]
+    assert set(first) == {"interest", "rating", "genre"}
+    assert any(abs(last[t] - first[t]) > 1e-3 for t in first)  # uncertainty weights move and the log shows it

@@ -87,16 +87,20 @@ class Trainer:
         self.model.train()
         return {name: float(loss) for name, loss in losses.items()}
 
-    def _epoch(self, epoch: int) -> dict[str, float]:
+    def _epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+        """One pass over the train interactions: mean task losses, and the mean task weights actually used."""
         positions = self.data.split.train_positions()
         positions = positions[self.rng.permutation(len(positions))]
         size = self.config.train.batch_size
         sums: dict[str, float] = defaultdict(float)
+        weights: dict[str, float] = defaultdict(float)
         steps = 0
         bar = tqdm(range(0, len(positions), size), desc=f"epoch {epoch}", leave=False, disable=not self.progress)
         for start in bar:
             positives = train_positive_rows(self.data, positions[start : start + size])
             losses = self._row_losses(self.sampler.rows(positives, self.config.train.negatives))
+            for name, w in self.weighting.weights().items():
+                weights[name] += w
             self.optimizer.zero_grad(set_to_none=True)
             total = self.weighting.backward(losses, self.weighting_context)
             self.optimizer.step()
@@ -107,7 +111,8 @@ class Trainer:
             sums["total"] += total.item()
             if steps % 20 == 0:
                 bar.set_postfix({k: f"{v / steps:.4f}" for k, v in sums.items()})
-        return {name: value / max(steps, 1) for name, value in sums.items()}
+        n = max(steps, 1)
+        return {k: v / n for k, v in sums.items()}, {k: v / n for k, v in weights.items()}
 
     def fit(self) -> TrainResult:
         tc = self.config.train
@@ -118,8 +123,7 @@ class Trainer:
         self.model.train()
         for epoch in range(1, tc.epochs + 1):
             t0 = time.perf_counter()
-            weights = self.weighting.weights()
-            train_losses = self._epoch(epoch)
+            train_losses, weights = self._epoch(epoch)
             self.weighting.end_epoch(train_losses)
             valid = evaluate(self.model, self.tasks, self.data, dict(self.config.eval.blend), stages=("valid",),
                              ks=self.config.eval.ks, batch_users=self.config.eval.batch_users)["valid"]  # fmt: skip
