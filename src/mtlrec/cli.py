@@ -152,7 +152,8 @@ def recommend(
     for col in ("#", "item", "title", "categories", "score", *rec.tasks):
         table.add_column(col, overflow="fold")
     for n, item in enumerate(items, 1):
-        per_task = [json.dumps(v) if isinstance(v, dict) else str(v) for v in item["scores"].values()]
+        per_task = [", ".join(f"{k} {p:.2f}" for k, p in v.items()) if isinstance(v, dict) else str(v)
+                    for v in item["scores"].values()]  # fmt: skip
         table.add_row(str(n), item["item_id"], item["title"], ", ".join(item["categories"]), f"{item['score']:.3f}",
                       *per_task)  # fmt: skip
     out.print(table)

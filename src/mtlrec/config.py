@@ -24,6 +24,7 @@ class DataConfig:
     items_path: str | None = None
     users_path: str | None = None
     columns: dict[str, str] = field(default_factory=dict)  # e.g. {"user_id": "customer"} for other headers
+    on_duplicate: str = "error"  # generic data: a repeated (user, item) pair is an error, or keep "first"/"last"
     split_seed: int = 0  # seeds the tie-breaking draw of the temporal split (PROTOCOL.md: 0)
     category_test: float = 0.2  # share of items whose categories are held out to test the category task
     category_valid: float = 0.1  # further share held out for its validation (model selection)

@@ -120,12 +120,14 @@ def load_dataset(
     columns: Mapping[str, str] | None = None,
     items_path: str | Path | None = None,
     users_path: str | Path | None = None,
+    on_duplicate: str = "error",
 ) -> Dataset:
     """Load a registered dataset from its folder, or (name "generic") the files given by ``data_path`` & co."""
     if name == GENERIC:
         if data_path is None:
-            raise ConfigError("dataset 'generic' needs data_path: the interactions CSV or Parquet file (--data)")
-        return load_generic(data_path, items_path=items_path, users_path=users_path, columns=columns)
+            raise ConfigError("dataset 'generic' needs data_path: the interactions CSV or Parquet file (--data-path)")
+        return load_generic(data_path, items_path=items_path, users_path=users_path, columns=columns,
+                            on_duplicate=on_duplicate)  # fmt: skip
     if any(x is not None for x in (data_path, columns, items_path, users_path)):
         raise ConfigError(f"data_path, columns, items_path and users_path are only for 'generic', not '{name}'")
     spec = get_spec(name)

@@ -58,7 +58,7 @@ def resolve_duplicates(table: Table, on_duplicate: str = "error", hint: str | No
         raise ConfigError(f"on_duplicate must be 'error', 'first' or 'last', not {on_duplicate!r}")
     keys = ["user_id", "item_id"]
     if on_duplicate == "error":
-        hint = hint or "remove one of the two rows, or pass on_duplicate='first' or 'last' to keep one"
+        hint = hint or "remove one of the two rows (a generic dataset can keep one: --set data.on_duplicate=last)"
         _check_repeats(table, keys, "user '{0}' and item '{1}' already appear together on {where}", hint)
         return False
     dup = pd.Series(_row_keys(table.frame, keys)).duplicated(keep=on_duplicate).to_numpy()
