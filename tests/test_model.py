@@ -68,4 +68,4 @@ def test_rows_without_a_label_are_masked_not_dropped() -> None:
     loss.backward()
     assert logits.grad is not None and logits.grad[1] == 0 and logits.grad[3] == 0
     none = task.loss(logits, target, torch.zeros(4, dtype=torch.bool))
-    assert float(none) == 0.0
+    assert none.item() == 0.0
