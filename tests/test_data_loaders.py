@@ -176,9 +176,11 @@ def test_load_dataset_registered_and_generic(tmp_path: Path) -> None:
 
 
 def test_registry_and_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    names = {"ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-25m", "ml-32m"}
-    assert set(DATASETS.names()) == names and set(dataset_names()) == names | {"generic"}
-    for name in names:
+    movielens = {"ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-25m", "ml-32m"}
+    names = movielens | {"lastfm-2k"}
+    assert set(DATASETS.names()) == names and set(dataset_names()) == names | {"amazon-reviews", "generic"}
+    assert DATASETS.get("lastfm-2k").url == "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip"
+    for name in movielens:
         spec = DATASETS.get(name)
         assert spec.url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
         assert spec.sha256 is not None and len(spec.sha256) == 64

@@ -61,7 +61,9 @@ def train(
     dataset: Annotated[str | None, typer.Option(help="Dataset name (ml-100k, ml-1m, ...) or 'generic'.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Folder holding dataset folders.")] = None,
-    data_path: Annotated[str | None, typer.Option(help="Interactions CSV/Parquet for --dataset generic.")] = None,
+    data_path: Annotated[
+        str | None, typer.Option(help="Data file of --dataset generic (CSV/Parquet) or amazon-reviews (.json.gz).")
+    ] = None,
     items_path: Annotated[str | None, typer.Option(help="Items table for --dataset generic.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation, shuffling and sampling.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
@@ -218,28 +220,29 @@ def data_download(
     name: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k.")],
     data_dir: Annotated[Path | None, typer.Option(help="Where to put it (default: the cache dir).")] = None,
     url: Annotated[str | None, typer.Option(help="Mirror URL of the same zip (checked against the sha256).")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of the zip, if it changed upstream.")] = None,
 ) -> None:
     """Download a dataset from its official source, check its sha256 and unpack it."""
     from mtlrec.data import download
 
-    path = download(name, data_dir, url=url)
+    path = download(name, data_dir, url=url, sha256=sha256)
     console.print(f"{name} is in {path}")
 
 
 @data_app.command("info")
 def data_info(
-    name: Annotated[str, typer.Argument(help="Dataset name, or 'generic' with --data-path.")],
+    name: Annotated[str, typer.Argument(help="Dataset name, or 'generic' / 'amazon-reviews' with --data-path.")],
     data_dir: Annotated[str | None, typer.Option(help="Folder holding dataset folders.")] = None,
-    data_path: Annotated[str | None, typer.Option(help="Interactions file for 'generic'.")] = None,
+    data_path: Annotated[str | None, typer.Option(help="The data file of 'generic' or 'amazon-reviews'.")] = None,
 ) -> None:
     """Load a dataset, validate it, and print its size and split."""
     from mtlrec.data import load_dataset
-    from mtlrec.data.splits import temporal_leave_one_out
+    from mtlrec.data.splits import SPLIT_DESCRIPTIONS, leave_one_out
 
     ds = load_dataset(name, data_dir, data_path=data_path)
-    split = temporal_leave_one_out(ds)
+    split = leave_one_out(ds)
     out.print(ds.summary())
-    out.print(f"temporal leave-one-out: {len(split.eval_users):,} evaluated users, "
+    out.print(f"{SPLIT_DESCRIPTIONS[ds.split]}: {len(split.eval_users):,} evaluated users, "
               f"{len(split.train_positions()):,} train interactions")  # fmt: skip
 
 
@@ -247,9 +250,13 @@ def data_info(
 def data_list() -> None:
     """Datasets that can be named with --dataset."""
     from mtlrec.data import DATASETS
+    from mtlrec.data.sources import FILE_DATASETS, GENERIC
 
     for name in DATASETS.names():
-        out.print(name)
+        out.print(f"{name}  (mtlrec data download {name})")
+    for name, (_, what) in FILE_DATASETS.items():
+        out.print(f"{name}  (--data-path: {what})")
+    out.print(f"{GENERIC}  (--data-path: an interactions CSV or Parquet file; see the README)")
 
 
 def main(argv: list[str] | None = None) -> None:

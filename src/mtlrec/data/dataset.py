@@ -25,7 +25,7 @@ class Dataset:
     - ``items``: ``item_id, title, text, categories`` (list of str), ``year`` (float, NaN when unknown); every
       interacted item is in it, and it may hold items nobody interacted with (they are still ranked).
     - ``users``: ``user_id`` plus any feature columns; every interacting user is in it.
-    - ``social``: ``user_id, friend_id`` or None.
+    - ``social``: ``user_id, friend_id`` (one row per direction of a friendship) or None.
     """
 
     name: str
@@ -36,6 +36,7 @@ class Dataset:
     categories: list[str] = field(default_factory=list)
     has_timestamps: bool = True
     has_ratings: bool = True
+    split: str = "temporal"  # leave-one-out order: "temporal" (PROTOCOL.md) or "random" (no usable time, Last.fm)
     sources: dict[str, str] = field(default_factory=dict)  # table name -> file it came from, for messages
     first_line: dict[str, int] = field(default_factory=dict)  # table name -> file line of its first row
 

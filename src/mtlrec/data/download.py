@@ -64,8 +64,8 @@ def download(
             raise DataError(
                 f"sha256 mismatch for {url}: expected {expected}, got {got_sha256}",
                 path=url,
-                hint="the download is damaged or the file changed upstream; retry, or pass the new sha256 if you "
-                "trust it",
+                hint="the download is damaged or the file changed upstream; retry, or pass the new one "
+                "with --sha256 if you trust it",
             )
         if not expected and spec.md5 and got_md5 != spec.md5.lower():
             raise DataError(
@@ -111,7 +111,7 @@ def _extract(zip_path: Path, spec: DatasetSpec, target: Path, url: str) -> None:
     """Unpack the zip's ``archive_folder`` into a temporary folder, then rename it to ``target``."""
     work = Path(tempfile.mkdtemp(prefix=f".{spec.folder}-", dir=target.parent))
     staged = work / spec.folder
-    prefix = spec.archive_folder.rstrip("/") + "/"
+    prefix = spec.archive_folder.rstrip("/") + "/" if spec.archive_folder else ""  # "": files at the zip's top
     try:
         try:
             archive = zipfile.ZipFile(zip_path)

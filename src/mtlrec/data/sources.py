@@ -3,6 +3,8 @@
 Checksums: sha256 of ml-100k, ml-1m, ml-25m and ml-latest-small are TensorFlow Datasets'
 ``url_checksums/movielens.txt``; those of ml-10m and ml-32m are recorded, with the same sizes, by several
 independent public projects, and each md5 is the one GroupLens publishes next to the zip (``<zip>.md5``).
+lastfm-2k's sha256 is recorded by one public project only (GroupLens publishes none); a mismatch says how to
+override it (``mtlrec data download lastfm-2k --sha256 ...``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtlrec.data.amazon import load_amazon_reviews
 from mtlrec.data.dataset import Dataset
 from mtlrec.data.generic import load_generic
+from mtlrec.data.lastfm import FILES as LASTFM_FILES
+from mtlrec.data.lastfm import load_lastfm
 from mtlrec.data.movielens import load_ml1m, load_ml10m, load_ml100k, load_ml_csv
 from mtlrec.errors import ConfigError, DataError
 from mtlrec.registry import Registry
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
+HETREC = "https://files.grouplens.org/datasets/hetrec2011/"
 GENERIC = "generic"
+# Datasets read from the one file ``data_path`` names (nothing to download): name -> (loader, what the file is).
+FILE_DATASETS: dict[str, tuple[Callable[[Path], Dataset], str]] = {
+    "amazon-reviews": (load_amazon_reviews, "the reviews .json or .json.gz file"),
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class DatasetSpec:
     url: str
     sha256: str | None
     files: tuple[str, ...]  # files the loader needs; their presence means "already downloaded"
-    archive_folder: str  # top folder inside the zip (ml-10m unpacks to "ml-10M100K")
+    archive_folder: str  # top folder inside the zip (ml-10m unpacks to "ml-10M100K"; "" = files at the top)
     size: int | None = None  # bytes of the zip
     md5: str | None = None  # GroupLens' published md5, checked only when no sha256 is known
 
@@ -66,16 +76,20 @@ for _spec in (
     DatasetSpec("ml-32m", "ml-32m", functools.partial(load_ml_csv, name="ml-32m"), GROUPLENS + "ml-32m.zip",
                 "e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee",
                 _CSV, "ml-32m", 238950008, "d472be332d4daa821edc399621853b57"),
+    DatasetSpec("lastfm-2k", "hetrec2011-lastfm-2k", load_lastfm, HETREC + "hetrec2011-lastfm-2k.zip",
+                "6738f48195667ff03caaab4d32ca9a3133d8cc026b7c3cdaf6ce1010e913c59c", LASTFM_FILES, ""),
 ):  # fmt: skip
     _register(_spec)
 
 
 def dataset_names() -> list[str]:
-    """Every name ``load_dataset`` accepts: the registered datasets and "generic"."""
-    return [*DATASETS.names(), GENERIC]
+    """Every name ``load_dataset`` accepts: the registered datasets, the file datasets and "generic"."""
+    return [*DATASETS.names(), *FILE_DATASETS, GENERIC]
 
 
 def get_spec(name: str) -> DatasetSpec:
+    if name in FILE_DATASETS or name == GENERIC:
+        raise ConfigError(f"dataset '{name}' is not downloadable: pass its file with --data-path")
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset '{name}'; valid names: {', '.join(dataset_names())}")
     return DATASETS.get(name)
@@ -122,14 +136,25 @@ def load_dataset(
     users_path: str | Path | None = None,
     on_duplicate: str = "error",
 ) -> Dataset:
-    """Load a registered dataset from its folder, or (name "generic") the files given by ``data_path`` & co."""
+    """Load a registered dataset from its folder, a file dataset from ``data_path``, or (name "generic") the files
+    given by ``data_path`` & co."""
     if name == GENERIC:
         if data_path is None:
             raise ConfigError("dataset 'generic' needs data_path: the interactions CSV or Parquet file (--data-path)")
         return load_generic(data_path, items_path=items_path, users_path=users_path, columns=columns,
                             on_duplicate=on_duplicate)  # fmt: skip
+    if name in FILE_DATASETS:
+        loader, what = FILE_DATASETS[name]
+        if data_path is None:
+            raise ConfigError(f"dataset '{name}' needs data_path: {what} (--data-path)")
+        if any(x is not None for x in (columns, items_path, users_path)):
+            raise ConfigError(f"columns, items_path and users_path are only for 'generic', not '{name}'")
+        return loader(Path(data_path))
     if any(x is not None for x in (data_path, columns, items_path, users_path)):
-        raise ConfigError(f"data_path, columns, items_path and users_path are only for 'generic', not '{name}'")
+        raise ConfigError(
+            f"data_path, columns, items_path and users_path are only for 'generic' (data_path also for "
+            f"{', '.join(FILE_DATASETS)}), not '{name}'"
+        )
     spec = get_spec(name)
     folder = resolve_dataset_dir(name, data_dir)
     if not folder.is_dir():

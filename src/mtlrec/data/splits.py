@@ -65,14 +65,39 @@ class Split:
         return users[keep], self.items[keep]
 
 
+SPLIT_DESCRIPTIONS = {
+    "temporal": "temporal leave-one-out (seeded ties)",
+    "random": "seeded random leave-one-out (no timestamps)",
+}
+
+
+def leave_one_out(dataset: Dataset, seed: int = 0) -> Split:
+    """The split the dataset calls for (``dataset.split``): temporal, or random where there is no usable time."""
+    if dataset.split == "temporal":
+        return temporal_leave_one_out(dataset, seed)
+    if dataset.split == "random":
+        return random_leave_one_out(dataset, seed)
+    raise ValueError(f"unknown split kind {dataset.split!r}; valid: {', '.join(SPLIT_DESCRIPTIONS)}")
+
+
+def random_leave_one_out(dataset: Dataset, seed: int = 0) -> Split:
+    """Order each user's interactions by a seeded uniform draw alone, then hold out the last two, as
+    ``temporal_leave_one_out`` does (PROTOCOL.md's other rules unchanged). For data without timestamps
+    (Last.fm listening counts): the held-out items are a seeded random choice per user."""
+    return _leave_last_two(dataset, np.zeros(len(dataset.interactions), dtype=np.int64), seed)
+
+
 def temporal_leave_one_out(dataset: Dataset, seed: int = 0) -> Split:
     """Order each user's interactions by (timestamp, seeded uniform draw), hold out the last two.
 
     Ties in time are broken by ``numpy.random.default_rng(seed).random(n)`` drawn over the rows in source-file
     order, then a stable sort by (user, timestamp, draw): never by item id (PROTOCOL.md).
     """
+    return _leave_last_two(dataset, dataset.interactions["timestamp"].to_numpy(dtype=np.int64), seed)
+
+
+def _leave_last_two(dataset: Dataset, timestamps: np.ndarray, seed: int) -> Split:
     users, items = dataset.encoded_interactions()
-    timestamps = dataset.interactions["timestamp"].to_numpy(dtype=np.int64)
     draw = np.random.default_rng(seed).random(len(users))
     order = np.lexsort((draw, timestamps, users))  # last key is primary
     users_sorted = users[order]

@@ -12,7 +12,7 @@ import torch
 
 from mtlrec.config import Config
 from mtlrec.data import Dataset, load_dataset
-from mtlrec.data.splits import TRAIN, Split, temporal_leave_one_out
+from mtlrec.data.splits import TRAIN, Split, leave_one_out
 from mtlrec.text import EmbeddingCache, build_encoder, default_cache_dir, encode_cached, render_item_texts
 from mtlrec.train.data import TrainingData, category_roles
 
@@ -42,7 +42,7 @@ def load_split(config: Config, log: Callable[[str], None] = print) -> tuple[Data
         items_path=dc.items_path, users_path=dc.users_path, on_duplicate=dc.on_duplicate,
     )  # fmt: skip
     log(dataset.summary())
-    split = temporal_leave_one_out(dataset, seed=dc.split_seed)
+    split = leave_one_out(dataset, seed=dc.split_seed)
     has = bool(dataset.categories)
     roles = category_roles(dataset.n_items, dc.category_test * has, dc.category_valid * has, dc.split_seed)
     # Items whose categories are held out to evaluate the category task must not show them in their text.

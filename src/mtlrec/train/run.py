@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from mtlrec.config import Config
+from mtlrec.data.splits import SPLIT_DESCRIPTIONS
 from mtlrec.errors import ArtifactError, ConfigError
 from mtlrec.eval.evaluator import evaluate
 from mtlrec.models.architectures import ARCHITECTURES
@@ -28,7 +29,10 @@ from mtlrec.train.plots import plot_history
 from mtlrec.train.trainer import OPTIMIZERS, Trainer
 from mtlrec.weighting.base import WEIGHTINGS
 
-PROTOCOL = "PROTOCOL.md: temporal leave-one-out (seeded ties), full ranking over all items, ties at expectation"
+
+def protocol(split_kind: str) -> str:
+    """How the run's figures were measured, stored with them (Last.fm's split is not PROTOCOL.md's temporal one)."""
+    return f"PROTOCOL.md: {SPLIT_DESCRIPTIONS[split_kind]}, full ranking over all items, ties at expectation"
 
 
 def check_config(config: Config) -> dict[str, Task]:
@@ -73,7 +77,8 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     metrics = {**final, "seed": config.train.seed, "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
                "texts_encoded": prepared.encoded, "threads": threads,
-               "evaluated_users": int(len(data.split.eval_users)), "protocol": PROTOCOL}  # fmt: skip
+               "evaluated_users": int(len(data.split.eval_users)),
+               "protocol": protocol(data.dataset.split)}  # fmt: skip
     dataset = data.dataset
     save_artifact(output, config, model, data.split, dataset.items, prepared.texts, dataset.user_ids,
                   dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
