@@ -138,3 +138,16 @@ def test_learned_task_weights_are_logged_per_epoch(world: Path, tmp_path: Path) 
     first, last = history[0]["weights"], history[-1]["weights"]
     assert set(first) == {"interest", "rating", "genre"}
     assert any(abs(last[t] - first[t]) > 1e-3 for t in first)  # uncertainty weights move and the log shows it
+
+
+def test_a_sample_of_users_ranks_exactly_as_in_the_full_evaluation(tiny_run: Path) -> None:
+    """eval.select_users: early stopping may rank a sample of users; each sampled user's metrics are unchanged."""
+    from mtlrec.eval.evaluator import model_score_fn, rank_users
+
+    rec = Recommender.load(tiny_run)
+    score_fn = model_score_fn(rec.model, rec.tasks, rec.default_blend, rec.split)
+    full = rank_users(score_fn, rec.split, "valid")
+    sample = np.array([0, 3, 7, 20])
+    part = rank_users(score_fn, rec.split, "valid", sample=sample)
+    for name, values in part.items():
+        assert np.allclose(values, full[name][sample])

@@ -136,21 +136,33 @@ def evaluate(
 @app.command()
 def recommend(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mtlrec train`.")],
-    user: Annotated[str, typer.Option("--user", "-u", help="User id as in the dataset.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="User id as in the dataset.")] = None,
+    text: Annotated[str | None, typer.Option(help="New user: their tastes in words (cold start).")] = None,
+    liked: Annotated[str | None, typer.Option(help="New user: liked item ids, e.g. '50,181' (cold start).")] = None,
     k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
     blend: Annotated[str | None, typer.Option(help="Task score weights, e.g. 'interest:1,rating:0.3'.")] = None,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already has.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Top-K items for a user, with the overall score and every task's prediction."""
+    """Top-K items for a known user (--user), or a new one from --text and/or --liked, with the overall score and
+    every task's prediction."""
     from mtlrec.recommend import Recommender
 
+    if (user is None) == (text is None and liked is None):
+        raise ConfigError("give --user for a known user, or --text and/or --liked for a new one (not both)")
     rec = Recommender.load(run_dir)
-    items = rec.recommend(user, k=k, exclude_seen=not include_seen, blend=_parse_pairs(blend, "--blend"))
+    weights = _parse_pairs(blend, "--blend")
+    if user is not None:
+        items = rec.recommend(user, k=k, exclude_seen=not include_seen, blend=weights)
+        title = f"top {len(items)} for user {user}"
+    else:
+        liked_ids = [i.strip() for i in (liked or "").split(",") if i.strip()]
+        items = rec.recommend_new_user(liked=liked_ids, text=text, k=k, blend=weights)
+        title = f"top {len(items)} for a new user"
     if as_json:
         out.print_json(json.dumps(items))
         return
-    table = Table(title=f"top {len(items)} for user {user}")
+    table = Table(title=title)
     for col in ("#", "item", "title", "categories", "score", *rec.tasks):
         table.add_column(col, overflow="fold")
     for n, item in enumerate(items, 1):

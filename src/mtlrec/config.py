@@ -28,6 +28,13 @@ class DataConfig:
     split_seed: int = 0  # seeds the tie-breaking draw of the temporal split (PROTOCOL.md: 0)
     category_test: float = 0.2  # share of items whose categories are held out to test the category task
     category_valid: float = 0.1  # further share held out for its validation (model selection)
+    # cold-start items: a seeded share of items whose train interactions are all removed (eval/cold_start.py);
+    # 0 = off. Their validation/test targets stay; cold-item metrics go to metrics.json under 'cold_items'
+    cold_items: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ConfigError(f"data.cold_items: a share of items in [0, 1), got {self.cold_items}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ class ModelConfig:
     dim: int = 64  # width of user and item representations
     hidden: tuple[int, ...] = (128, 64)  # shared layers over a (user, item) pair
     dropout: float = 0.1
+    # training only: chance that an item's id part is replaced by the learned default id (the one items without
+    # a train interaction use), so the default and the text projection learn to stand in for ids (cold items)
+    id_dropout: float = 0.1
     history_len: int = 50  # most recent history items pooled into the user representation
     experts: int = 4  # mmoe: experts shared by every task; ple: shared experts in each level
     task_experts: int = 1  # ple: experts of each task in each level (mmoe and shared-bottom ignore it)
@@ -53,6 +63,7 @@ class ModelConfig:
     user_tower: str = "pool"  # "pool" (recency-weighted mean of the history) or "transformer" (causal, SASRec)
     tower_layers: int = 2  # transformer tower: self-attention blocks over the last `history_len` items
     tower_heads: int = 2  # transformer tower: attention heads (must divide `dim`)
+    friends: int = 0  # > 0: the user representation attends over up to this many friends (needs a social graph)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,9 @@ class EvalConfig:
     # task -> weight of its score in the ranking; empty = no ranking (a model without a rankable task)
     blend: dict[str, float] = field(default_factory=lambda: {"interest": 1.0})
     batch_users: int = 128
+    # > 0: early stopping ranks a seeded sample of this many validation users each epoch (full ranking of a large
+    # catalogue per epoch is the main cost); the reported valid and test figures always rank every user
+    select_users: int = 0
 
 
 def _default_tasks() -> dict[str, dict[str, Any]]:

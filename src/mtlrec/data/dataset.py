@@ -110,6 +110,19 @@ class Dataset:
         i = self.item_index().get_indexer(self.interactions["item_id"])
         return u.astype(np.int64), i.astype(np.int64)
 
+    def friend_graph(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The social graph as CSR over user indexes: user ``u``'s friends are ``friends[offsets[u]:offsets[u+1]]``
+        (sorted, each once); None when the dataset has no social edges."""
+        if self.social is None:
+            return None
+        index = self.user_index()
+        users = index.get_indexer(self.social["user_id"])
+        friends = index.get_indexer(self.social["friend_id"])
+        keep = (users >= 0) & (friends >= 0) & (users != friends)
+        keys = np.unique(users[keep].astype(np.int64) * self.n_users + friends[keep])
+        offsets = np.searchsorted(keys // self.n_users, np.arange(self.n_users + 1)).astype(np.int64)
+        return offsets, keys % self.n_users
+
     def category_matrix(self) -> np.ndarray:
         """float32 [n_items, n_categories] multi-hot of the items' categories."""
         index = {c: k for k, c in enumerate(self.categories)}

@@ -32,9 +32,22 @@ class Split:
         return np.diff(self.offsets)
 
     @property
+    def evaluated(self) -> np.ndarray:
+        """Bool [n_users]: users whose last interaction is a test item, i.e. who have one validation and one test
+        item. From the split: those with at least 3 interactions; after items are held out
+        (``eval.cold_start.hold_out_items``) an evaluated user may have fewer left, and stays evaluated."""
+        if len(self.role) == 0:
+            return np.zeros(self.n_users, dtype=bool)
+        return (self.lengths > 0) & (self.role[np.maximum(self.offsets[1:] - 1, 0)] == TEST)
+
+    @property
     def eval_users(self) -> np.ndarray:
-        """Users with at least 3 interactions: they have one validation and one test item."""
-        return np.flatnonzero(self.lengths >= 3)
+        """Users with one validation and one test item (at least 3 interactions in the split)."""
+        return np.flatnonzero(self.evaluated)
+
+    def trained_items(self) -> np.ndarray:
+        """Bool [n_items]: items with at least one train interaction (the rest are cold to a model)."""
+        return np.bincount(self.items[self.role == TRAIN], minlength=self.n_items) > 0
 
     def target(self, stage: str) -> np.ndarray:
         """Item held out for each evaluated user at ``stage`` ('valid' or 'test'), aligned with ``eval_users``."""
@@ -48,7 +61,7 @@ class Split:
         that is train, for users who are not evaluated too.
         """
         end = self.offsets[1:].copy()
-        evaluated = self.lengths >= 3
+        evaluated = self.evaluated
         end[evaluated] -= 1 if stage == "test" else 2
         return end
 

@@ -43,18 +43,36 @@ class EvalContext:
     def item_outputs(self, task: str, items: torch.Tensor) -> torch.Tensor:
         return self.model.item_logits(task, items)
 
+    @torch.no_grad()
+    def user_outputs(self, task: str, users: np.ndarray, stage: str, batch_users: int = 1024) -> torch.Tensor:
+        """Logits of a user-level task for ``users`` (int64 [U]), each represented with the history visible at
+        ``stage`` (``split.history_end``: valid sees train only, test also the validation item): [U, ...]."""
+        split, out = self.data.split, []
+        for start in range(0, len(users), batch_users):
+            batch = users[start : start + batch_users]
+            hist, mask = histories(split, batch, split.history_end(stage)[batch], self.model.history_len)
+            out.append(self.model.user_logits(task, self.model.user_repr(torch.from_numpy(batch), hist, mask)))
+        return torch.cat(out)
+
 
 ScoreFn = Callable[[np.ndarray, str], torch.Tensor]  # (user indexes [B], stage) -> scores float [B, n_items]
 
 
 @torch.no_grad()
 def rank_users(
-    score_fn: ScoreFn, split: Split, stage: str, ks: tuple[int, ...] = (10, 20), batch_users: int = 128
+    score_fn: ScoreFn,
+    split: Split,
+    stage: str,
+    ks: tuple[int, ...] = (10, 20),
+    batch_users: int = 128,
+    sample: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per evaluated user, full-ranking metrics of the held-out item at ``stage`` (PROTOCOL.md): every item is
-    scored, the user's train items (and for test the validation item) are excluded, ties count at expectation."""
-    users = split.eval_users
-    targets = split.target(stage)
+    scored, the user's train items (and for test the validation item) are excluded, ties count at expectation.
+    ``sample``: positions in ``split.eval_users`` to rank (default: every evaluated user)."""
+    users, targets = split.eval_users, split.target(stage)
+    if sample is not None:
+        users, targets = users[sample], targets[sample]
     seen_users, seen_items = split.seen_pairs(stage)
     seen_start = np.searchsorted(seen_users, np.arange(split.n_users + 1))  # seen pairs are grouped by user
     per_user: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -90,9 +108,11 @@ def evaluate(
     ks: tuple[int, ...] = (10, 20),
     batch_users: int = 128,
     per_user: dict[str, np.ndarray] | None = None,
+    sample: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """``stage -> metric -> value``: ranking metrics (when ``blend`` names a task), then every task's own metrics.
     ``per_user``, if given, receives each evaluated user's ranking metrics as ``"stage/metric" -> array``.
+    ``sample`` ranks only those positions of ``split.eval_users`` (model selection on a large catalogue).
 
     A task's metrics are named by the metric alone (``rmse``); when two tasks report the same metric, both are
     prefixed with the task name (``rating/rmse``) so nothing is overwritten.
@@ -106,7 +126,7 @@ def evaluate(
             row: dict[str, float] = {}
             if blend:
                 score_fn = model_score_fn(model, tasks, blend, data.split)
-                ranked = rank_users(score_fn, data.split, stage, ks, batch_users)
+                ranked = rank_users(score_fn, data.split, stage, ks, batch_users, sample)
                 row = {name: float(values.mean()) for name, values in ranked.items()}
                 if per_user is not None:
                     per_user.update({f"{stage}/{name}": values for name, values in ranked.items()})

@@ -8,25 +8,48 @@ from torch import nn
 from mtlrec.config import ModelConfig
 from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.inputs import ItemEncoder
+from mtlrec.models.social import FriendAttention, SocialInputs
 from mtlrec.models.towers import USER_TOWERS
 from mtlrec.tasks.base import Features, HeadDims, Task
 
 
 class MultiTaskModel(nn.Module):
     def __init__(
-        self, config: ModelConfig, tasks: dict[str, Task], n_users: int, text_vectors: torch.Tensor, n_categories: int
+        self,
+        config: ModelConfig,
+        tasks: dict[str, Task],
+        n_users: int,
+        text_vectors: torch.Tensor,
+        n_categories: int,
+        social: SocialInputs | None = None,
     ) -> None:
+        """``social``: the friend graph, required when ``config.friends`` > 0 (attention over friends)."""
         super().__init__()
         self.history_len = config.history_len
-        self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout)
+        self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout, config.id_dropout)
         self.user_encoder = USER_TOWERS.get(config.user_tower)(config, n_users)  # the user tower, by name
+        if config.friends > 0 and social is None:
+            raise ValueError("model.friends > 0 needs the social graph (SocialInputs)")
+        self.social = FriendAttention(social, text_vectors, config.dim) if config.friends > 0 else None
         self.body = ARCHITECTURES.get(config.arch)(config, list(tasks))
         dims = HeadDims(dim=config.dim, shared=self.body.out_dim, n_categories=n_categories)
         self.heads = nn.ModuleDict({name: task.build_head(dims) for name, task in tasks.items()})
 
     def user_repr(self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # users [B], history [B, L] item indexes, mask [B, L]
-        return self.user_encoder(users, history, mask, self.item_encoder)  # [B, dim]
+        user = self.user_encoder(users, history, mask, self.item_encoder)  # [B, dim]
+        if self.social is not None:
+            user = self.social(users, user, self.user_encoder.ids, self.item_encoder)  # [B, dim]
+        return user
+
+    def cold_user_repr(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A user the model never saw, from their history alone (e.g. a few liked items): the tower's output with
+        the mean trained id embedding in place of an own one. Every tower is additive in the id (user = id
+        embedding + f(history), see models/towers.py), so swapping the id part is exact. No friends are read."""
+        anchor = torch.zeros(history.shape[0], dtype=torch.long, device=history.device)  # [B] any trained user
+        ids = self.user_encoder.ids
+        user = self.user_encoder(anchor, history, mask, self.item_encoder)  # [B, dim]
+        return user - ids(anchor) + ids.weight.mean(0)  # [B, dim]
 
     def _heads(self, user: torch.Tensor, item: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
         shared = self.body(user, item)  # task -> [..., out_dim]
@@ -43,10 +66,11 @@ class MultiTaskModel(nn.Module):
         return self.pair_logits(self.user_repr(users, history, mask), items)
 
     def score_items(
-        self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor, tasks: list[str]
+        self, users: torch.Tensor | None, history: torch.Tensor, mask: torch.Tensor, tasks: list[str]
     ) -> dict[str, torch.Tensor]:
-        """Logits of ``tasks`` for every item of the catalogue for each user: task -> [B, n_items]."""
-        user = self.user_repr(users, history, mask)  # [B, dim]
+        """Logits of ``tasks`` for every item of the catalogue for each user: task -> [B, n_items]. ``users``
+        None: new users known by their history only (:meth:`cold_user_repr`)."""
+        user = self.cold_user_repr(history, mask) if users is None else self.user_repr(users, history, mask)
         item = self.item_encoder.all()  # [n_items, dim]
         return self._heads(user[:, None, :], item[None, :, :], tasks)  # broadcast to [B, n_items, ...]
 
@@ -59,4 +83,11 @@ class MultiTaskModel(nn.Module):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss reaches: encoders and shared layers (what gradient methods act on)."""
-        return [*self.item_encoder.parameters(), *self.user_encoder.parameters(), *self.body.shared_parameters()]
+        social = [] if self.social is None else list(self.social.parameters())
+        return [*self.item_encoder.parameters(), *self.user_encoder.parameters(), *social,
+                *self.body.shared_parameters()]  # fmt: skip
+
+    def user_logits(self, task: str, user: torch.Tensor) -> torch.Tensor:
+        """Logits of a user-level task (its head reads the user representation [n, dim] only): [n, ...]. There is
+        no item: ``item`` is an empty [n, 0] slice, so a head that reads it fails instead of reading the user."""
+        return self.heads[task](Features(item=user[..., :0], user=user))

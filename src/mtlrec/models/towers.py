@@ -4,6 +4,8 @@ Sequential Recommendation", ICDM 2018).
 
 A tower maps ``(users [B], history [B, L], mask [B, L], items: ItemEncoder)`` to ``[B, dim]``. The history is
 oldest first and left-padded (``train.data.histories``), so its most recent item is always in the last slot.
+Contract: a tower has an ``ids`` embedding and is additive in it, user = ids(user) + f(history), which is what
+lets a new user be represented from their history alone (``MultiTaskModel.cold_user_repr``).
 """
 
 from __future__ import annotations

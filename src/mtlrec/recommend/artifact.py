@@ -3,6 +3,7 @@
 config.yaml            resolved config (defaults < file < flags)
 model.safetensors      weights
 item_vectors.safetensors  the language-model vectors of the item texts (frozen input)
+social.safetensors     the friend graph and friends' taste items (only with model.friends > 0)
 interactions.safetensors  known interactions per user, time-ordered (history and seen items when serving)
 items.parquet          item id, title, categories, year, the text the language model read
 ids.json               user ids, item ids (row order of every matrix), category names
@@ -28,6 +29,7 @@ from mtlrec.config import Config, load_config, save_config
 from mtlrec.data.splits import Split
 from mtlrec.errors import ArtifactError
 from mtlrec.models.model import MultiTaskModel
+from mtlrec.models.social import SocialInputs
 from mtlrec.tasks.base import Task, build_tasks
 
 REQUIRED = ["config.yaml", "model.safetensors", "item_vectors.safetensors", "interactions.safetensors",
@@ -56,6 +58,8 @@ def save_artifact(
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(run_dir / "model.safetensors"))
     save_file({"text": model.item_encoder.text.contiguous()}, str(run_dir / "item_vectors.safetensors"))
+    if model.social is not None:
+        save_file(model.social.inputs().tensors(), str(run_dir / "social.safetensors"))
     save_file(
         {"items": torch.from_numpy(split.items), "offsets": torch.from_numpy(split.offsets),
          "role": torch.from_numpy(split.role), "ratings": torch.from_numpy(split.ratings)},
@@ -99,7 +103,12 @@ def load_artifact(run_dir: str | Path) -> Artifact:
     if vectors.shape[0] != n_items:
         raise ArtifactError(f"{run_dir}/item_vectors.safetensors has {vectors.shape[0]} rows for {n_items} items")
     tasks = build_tasks(config.tasks)
-    model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]))
+    social = None
+    if config.model.friends > 0:
+        if not (run_dir / "social.safetensors").is_file():
+            raise ArtifactError(f"{run_dir} is missing social.safetensors, which config.yaml's model.friends needs")
+        social = SocialInputs(**load_file(str(run_dir / "social.safetensors")))
+    model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]), social=social)
     state = load_file(str(run_dir / "model.safetensors"))
     try:
         model.load_state_dict(state)

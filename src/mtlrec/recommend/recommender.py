@@ -13,6 +13,8 @@ from mtlrec.recommend.artifact import Artifact, load_artifact
 from mtlrec.recommend.scoring import check_blend, ranking_scores
 from mtlrec.train.data import histories
 
+TEXT_NEIGHBOURS = 10  # items closest to a new user's text that stand in for their history
+
 
 class UnknownUserError(MtlrecError):
     pass
@@ -28,6 +30,8 @@ class Recommender:
         self.item_ids: list[str] = list(artifact.item_ids)
         self.user_ids: list[str] = list(artifact.user_ids)
         self._user_row = {u: k for k, u in enumerate(self.user_ids)}
+        self._item_row = {i: k for k, i in enumerate(self.item_ids)}
+        self._encoder = None  # the language model, loaded on the first text query
         self.default_blend = dict(artifact.config.eval.blend)
         self._titles = artifact.items["title"].tolist()
         self._categories = [list(c) for c in artifact.items["categories"]]
@@ -66,20 +70,80 @@ class Recommender:
         self, user: str, k: int = 10, exclude_seen: bool = True, blend: dict[str, float] | None = None
     ) -> list[dict[str, Any]]:
         """The top ``k`` items: id, title, categories, the blended score and every task's prediction."""
+        blend = self._check(k, blend)
+        rows = self._rows([user])
+        end = self.split.offsets[1:][rows]  # everything known about the user
+        hist, mask = histories(self.split, rows, end, self.model.history_len)
+        score = ranking_scores(self.model, self.tasks, blend, rows, (hist, mask))[0][0]
+        user_repr = self.model.user_repr(torch.from_numpy(rows), hist, mask)  # [1, dim]
+        return self._top(score, user_repr, k, self.seen_items(user) if exclude_seen else None)
+
+    @torch.no_grad()
+    def recommend_new_user(
+        self,
+        liked: list[str] | None = None,
+        text: str | None = None,
+        k: int = 10,
+        blend: dict[str, float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Cold start: top ``k`` for a user the model never saw, from a few ``liked`` item ids and/or a ``text``
+        about their tastes ("I love 90s science fiction").
+
+        The text is encoded by the run's language model and matched (cosine) against the items' text vectors; its
+        ``TEXT_NEIGHBOURS`` closest items become a pseudo-history (the closest as the most recent), followed by
+        the liked items. That history goes through the trained user tower with the mean user id
+        (``MultiTaskModel.cold_user_repr``), so the new user lands in the learned user space and is ranked by the
+        same heads as everyone else. Liked items are not recommended back.
+        """
+        blend = self._check(k, blend)
+        liked_rows = self._item_rows(liked or [])
+        text_rows = self._text_neighbours(text) if text and text.strip() else np.empty(0, dtype=np.int64)
+        if len(liked_rows) == 0 and len(text_rows) == 0:
+            raise MtlrecError("a new user needs liked items or a text about their tastes (both are empty)")
+        items = np.concatenate([text_rows, liked_rows])[-self.model.history_len :]
+        hist = torch.zeros(1, self.model.history_len, dtype=torch.long)
+        mask = torch.zeros(1, self.model.history_len, dtype=torch.bool)
+        hist[0, -len(items) :], mask[0, -len(items) :] = torch.from_numpy(items), True  # left-padded, oldest first
+        score = ranking_scores(self.model, self.tasks, blend, None, (hist, mask))[0][0]
+        return self._top(score, self.model.cold_user_repr(hist, mask), k, liked_rows)
+
+    def _check(self, k: int, blend: dict[str, float] | None) -> dict[str, float]:
         if not 1 <= k <= len(self.item_ids):
             raise MtlrecError(f"k must be between 1 and {len(self.item_ids)}, got {k}")
-        blend = check_blend(dict(blend or self.default_blend), self.tasks)
-        rows = self._rows([user])
-        scores, _ = self._scores(rows, blend)
-        score = scores[0]
-        if exclude_seen:
-            score[torch.from_numpy(self.seen_items(user))] = float("-inf")
+        return check_blend(dict(blend or self.default_blend), self.tasks)
+
+    def _item_rows(self, items: list[str]) -> np.ndarray:
+        rows = []
+        for item in items:
+            row = self._item_row.get(str(item))
+            if row is None:
+                raise MtlrecError(f"unknown item '{item}': not in this run's {len(self.item_ids):,} items "
+                                  f"(e.g. '{self.item_ids[0]}')")  # fmt: skip
+            rows.append(row)
+        return np.asarray(rows, dtype=np.int64)
+
+    def _text_neighbours(self, text: str) -> np.ndarray:
+        """The items whose text vectors are closest (cosine) to ``text``'s, least similar first."""
+        if self._encoder is None:
+            from mtlrec.text import build_encoder
+
+            tc = self.artifact.config.text
+            self._encoder = build_encoder(tc.encoder, tc.model, dim=tc.dim)
+        query = torch.as_tensor(np.asarray(self._encoder.encode([text]), dtype=np.float32))[0]  # [text_dim]
+        vectors = self.model.item_encoder.text  # [n_items, text_dim]
+        similarity = torch.nn.functional.cosine_similarity(vectors, query[None], dim=-1)  # [n_items]
+        top = torch.topk(similarity, min(TEXT_NEIGHBOURS, len(similarity))).indices.flip(0)
+        return top.numpy().astype(np.int64)
+
+    def _top(self, score: torch.Tensor, user_repr: torch.Tensor, k: int, exclude: np.ndarray | None
+             ) -> list[dict[str, Any]]:  # fmt: skip
+        """The ``k`` best of ``score`` [n_items] (minus ``exclude``), each with every task's prediction."""
+        score = score.clone()
+        if exclude is not None and len(exclude):
+            score[torch.from_numpy(exclude)] = float("-inf")
         k = min(k, int(torch.isfinite(score).sum()))
         top = torch.topk(score, k).indices  # [k]
-        end = self.split.offsets[1:][rows]
-        hist, mask = histories(self.split, rows, end, self.model.history_len)
-        user_repr = self.model.user_repr(torch.from_numpy(rows), hist, mask).expand(k, -1)
-        logits = self.model.pair_logits(user_repr, top)
+        logits = self.model.pair_logits(user_repr.expand(k, -1), top)
         out = []
         for n, item in enumerate(top.tolist()):
             per_task = {name: task.describe(task.predict(logits[name][n]), self.artifact.categories)

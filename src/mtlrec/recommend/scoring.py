@@ -29,10 +29,12 @@ def ranking_scores(
     model: MultiTaskModel,
     tasks: dict[str, Task],
     blend: dict[str, float],
-    users: np.ndarray,
+    users: np.ndarray | None,
     history: tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Blended score over all items, float32 [B, n_items], and each blended task's logits."""
-    logits = model.score_items(torch.from_numpy(users), history[0], history[1], list(blend))
+    """Blended score over all items, float32 [B, n_items], and each blended task's logits. ``users`` None: new
+    users known only by ``history`` (cold start)."""
+    users_t = None if users is None else torch.from_numpy(users)
+    logits = model.score_items(users_t, history[0], history[1], list(blend))
     score = sum(weight * tasks[name].rank_score(logits[name]) for name, weight in blend.items())
     return score.float(), logits  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,6 +63,11 @@ class Task:
 
     def build_head(self, dims: HeadDims) -> nn.Module:
         raise NotImplementedError
+
+    def extra_rows(self, rows: PairRows, rng: np.random.Generator) -> PairRows | None:
+        """Rows this task adds to a training batch (labelled for it alone; every other task masks them), with
+        ``owner`` pointing at the row of ``rows`` whose user and history they share. None: no extra rows."""
+        return None
 
     def labels(self, rows: PairRows) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets for a batch of (user, item) rows, and a bool mask of rows that have a label."""

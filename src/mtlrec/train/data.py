@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,11 +25,21 @@ class TrainingData:
     categories: np.ndarray  # float32 [n_items, n_categories] multi-hot
     category_role: np.ndarray  # int8 [n_items]: TRAIN, VALID or TEST for the category task (hidden unless TRAIN)
     user_of_position: np.ndarray  # int64 [n_interactions]: the user of each flat split position
+    # items held out of training entirely (data.cold_items, eval/cold_start.py): int64, sorted; empty = none
+    cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
-    def build(cls, dataset: Dataset, split: Split, text_vectors: np.ndarray, roles: np.ndarray) -> TrainingData:
+    def build(
+        cls,
+        dataset: Dataset,
+        split: Split,
+        text_vectors: np.ndarray,
+        roles: np.ndarray,
+        cold_items: np.ndarray | None = None,
+    ) -> TrainingData:
         users = np.repeat(np.arange(split.n_users), split.lengths)
-        return cls(dataset, split, text_vectors, dataset.category_matrix(), roles, users)
+        cold = np.zeros(0, dtype=np.int64) if cold_items is None else np.asarray(cold_items, dtype=np.int64)
+        return cls(dataset, split, text_vectors, dataset.category_matrix(), roles, users, cold)
 
 
 def category_roles(n_items: int, test: float, valid: float, seed: int) -> np.ndarray:
@@ -54,10 +64,36 @@ class PairRows:
     history_end: np.ndarray  # int64 [R]
     position: np.ndarray  # int64 [R]
     owner: np.ndarray | None = None  # int64 [R] index of the row whose (user, history) this row has; None = own
+    only: np.ndarray | None = None  # int64 [R] -1: a row for every task; k: a row only for task ``only_tasks[k]``
+    only_tasks: tuple[str, ...] = ()
 
     @property
     def positive(self) -> np.ndarray:
         return self.position >= 0
+
+    def for_task(self, task: str) -> np.ndarray:
+        """bool [R]: the rows that may carry ``task``'s labels (partial labels: other tasks' extra rows do not)."""
+        if self.only is None:
+            return np.ones(len(self.items), dtype=bool)
+        code = self.only_tasks.index(task) if task in self.only_tasks else -2
+        return (self.only == -1) | (self.only == code)
+
+    def extend(self, extra: PairRows, task: str) -> PairRows:
+        """These rows followed by ``extra``, which only ``task`` labels. ``extra.owner`` indexes rows of ``self``."""
+        n = len(self.items)
+        own = np.arange(n) if self.owner is None else self.owner
+        only = np.full(n, -1, dtype=np.int64) if self.only is None else self.only
+        extra_owner = np.arange(n, n + len(extra.items)) if extra.owner is None else extra.owner
+        tasks = (*self.only_tasks, task)
+        return PairRows(
+            users=np.concatenate([self.users, extra.users]),
+            items=np.concatenate([self.items, extra.items]),
+            history_end=np.concatenate([self.history_end, extra.history_end]),
+            position=np.concatenate([self.position, extra.position]),
+            owner=np.concatenate([own, extra_owner]),
+            only=np.concatenate([only, np.full(len(extra.items), len(tasks) - 1, dtype=np.int64)]),
+            only_tasks=tasks,
+        )
 
 
 def row_logits(model: MultiTaskModel, split: Split, rows: PairRows) -> dict[str, torch.Tensor]:
@@ -82,24 +118,37 @@ def histories(split: Split, users: np.ndarray, end: np.ndarray, length: int) -> 
 
 
 class NegativeSampler:
-    """Uniform negatives over the catalogue, resampled (a few rounds) when they hit one of the user's train items."""
+    """Uniform negatives over the catalogue, resampled (a few rounds) when they hit one of the user's train items.
 
-    def __init__(self, split: Split, seed: int) -> None:
+    ``exclude``: items never drawn (the cold items held out of training: to the model they do not exist yet).
+    """
+
+    def __init__(self, split: Split, seed: int, exclude: np.ndarray | None = None) -> None:
         self.n_items = split.n_items
         users, items = split.seen_pairs("train")
         self._seen = np.unique(users * split.n_items + items)
         self.rng = np.random.default_rng(seed)
+        self._pool: np.ndarray | None = None  # None = every item (drawn as integers, as without exclusions)
+        if exclude is not None and len(exclude):
+            self._pool = np.setdiff1d(np.arange(self.n_items), exclude)
+            if not len(self._pool):
+                raise ValueError("every item is excluded from negative sampling")
+
+    def _draw(self, size: int | tuple[int, ...]) -> np.ndarray:
+        if self._pool is None:
+            return self.rng.integers(0, self.n_items, size=size)
+        return self._pool[self.rng.integers(0, len(self._pool), size=size)]
 
     def sample(self, users: np.ndarray, count: int) -> np.ndarray:
         """int64 [len(users), count]."""
-        out = self.rng.integers(0, self.n_items, size=(len(users), count))
+        out = self._draw((len(users), count))
         for _ in range(5):
             keys = users[:, None] * self.n_items + out
             pos = np.searchsorted(self._seen, keys).clip(max=len(self._seen) - 1)
             hit = self._seen[pos] == keys
             if not hit.any():
                 break
-            out[hit] = self.rng.integers(0, self.n_items, size=int(hit.sum()))
+            out[hit] = self._draw(int(hit.sum()))
         return out
 
     def rows(self, positives: PairRows, count: int) -> PairRows:

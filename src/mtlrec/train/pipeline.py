@@ -13,6 +13,7 @@ import torch
 from mtlrec.config import Config
 from mtlrec.data import Dataset, load_dataset
 from mtlrec.data.splits import TRAIN, Split, leave_one_out
+from mtlrec.eval.cold_start import cold_item_set, hold_out_items
 from mtlrec.text import EmbeddingCache, build_encoder, default_cache_dir, encode_cached, render_item_texts
 from mtlrec.train.data import TrainingData, category_roles
 
@@ -34,6 +35,11 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+def cold_items(config: Config, n_items: int) -> np.ndarray:
+    """The items ``data.cold_items`` holds out of training (empty when off), int64 sorted."""
+    return cold_item_set(n_items, config.data.cold_items, config.data.split_seed)
+
+
 def load_split(config: Config, log: Callable[[str], None] = print) -> tuple[Dataset, Split, np.ndarray, list[str]]:
     """The dataset, its split, the items' roles for the category task, and every item's text."""
     dc = config.data
@@ -43,6 +49,10 @@ def load_split(config: Config, log: Callable[[str], None] = print) -> tuple[Data
     )  # fmt: skip
     log(dataset.summary())
     split = leave_one_out(dataset, seed=dc.split_seed)
+    cold = cold_items(config, dataset.n_items)
+    if len(cold):  # the cold-start protocol: these items' train interactions are gone (eval/cold_start.py)
+        split = hold_out_items(split, cold)
+        log(f"cold items: {len(cold):,} items held out of training ({dc.cold_items:.0%}, seed {dc.split_seed})")
     has = bool(dataset.categories)
     roles = category_roles(dataset.n_items, dc.category_test * has, dc.category_valid * has, dc.split_seed)
     # Items whose categories are held out to evaluate the category task must not show them in their text.
@@ -58,5 +68,6 @@ def prepare(config: Config, progress: bool = True, log: Callable[[str], None] = 
     cache = EmbeddingCache(Path(tc.cache_dir) if tc.cache_dir else default_cache_dir())
     vectors, encoded = encode_cached(encoder, texts, cache, batch_size=tc.batch_size, progress=progress)
     log(f"item texts: {len(texts):,} ({encoded:,} encoded by {encoder.name}, the rest from the cache)")
-    data = TrainingData.build(dataset, split, vectors.astype(np.float32, copy=False), roles)
+    data = TrainingData.build(dataset, split, vectors.astype(np.float32, copy=False), roles,
+                              cold_items(config, dataset.n_items))  # fmt: skip
     return Prepared(data, texts, encoder.name, encoded, dataset.fingerprint())

@@ -15,16 +15,18 @@ from safetensors.torch import save_file
 from mtlrec.config import Config
 from mtlrec.data.splits import SPLIT_DESCRIPTIONS
 from mtlrec.errors import ArtifactError, ConfigError
+from mtlrec.eval.cold_start import cold_item_report, log_cold_items
 from mtlrec.eval.evaluator import evaluate
 from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.model import MultiTaskModel
+from mtlrec.models.social import SocialInputs, social_inputs
 from mtlrec.models.towers import USER_TOWERS
 from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
 from mtlrec.recommend.scoring import check_blend
 from mtlrec.tasks.base import Task, build_tasks
 from mtlrec.text import ENCODERS
 from mtlrec.train.data import TrainingData
-from mtlrec.train.pipeline import load_split, prepare, set_threads
+from mtlrec.train.pipeline import cold_items, load_split, prepare, set_threads
 from mtlrec.train.plots import plot_history
 from mtlrec.train.trainer import OPTIMIZERS, Trainer
 from mtlrec.weighting.base import WEIGHTINGS
@@ -33,6 +35,17 @@ from mtlrec.weighting.base import WEIGHTINGS
 def protocol(split_kind: str) -> str:
     """How the run's figures were measured, stored with them (Last.fm's split is not PROTOCOL.md's temporal one)."""
     return f"PROTOCOL.md: {SPLIT_DESCRIPTIONS[split_kind]}, full ranking over all items, ties at expectation"
+
+
+def build_social(config: Config, data: TrainingData) -> SocialInputs | None:
+    """The friend graph the model attends over (``model.friends`` > 0), from the dataset's social edges."""
+    if config.model.friends <= 0:
+        return None
+    graph = data.dataset.friend_graph()
+    if graph is None:
+        raise ConfigError(f"model.friends is {config.model.friends} but dataset '{data.dataset.name}' has no social "
+                          "graph; set model.friends=0 or use a dataset with friends (lastfm-2k)")  # fmt: skip
+    return social_inputs(data.split, *graph, config.model.friends, config.model.history_len)
 
 
 def check_config(config: Config) -> dict[str, Task]:
@@ -44,6 +57,8 @@ def check_config(config: Config) -> dict[str, Task]:
     if config.train.optimizer not in OPTIMIZERS:
         valid = ", ".join(OPTIMIZERS)
         raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {valid}")
+    if not 0.0 <= config.model.id_dropout < 1.0:
+        raise ConfigError(f"model.id_dropout: a probability in [0, 1), got {config.model.id_dropout}")
     tasks = build_tasks(config.tasks)
     if config.eval.blend:
         check_blend(dict(config.eval.blend), tasks)
@@ -65,8 +80,10 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     for task in tasks.values():
         task.prepare(data)
     torch.manual_seed(config.train.seed)
+    social = build_social(config, data)
     model = MultiTaskModel(config.model, tasks, data.split.n_users, torch.from_numpy(data.text_vectors),
-                           data.categories.shape[1]).to(config.train.device)  # fmt: skip
+                           data.categories.shape[1], social=social).to(config.train.device)  # fmt: skip
+    model.item_encoder.set_warm(data.split.trained_items())  # items without a train interaction: default id
     weighting = WEIGHTINGS.get(config.train.weighting)(tasks).to(config.train.device)
     trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log)
     result = trainer.fit()
@@ -79,6 +96,11 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
                "texts_encoded": prepared.encoded, "threads": threads,
                "evaluated_users": int(len(data.split.eval_users)),
                "protocol": protocol(data.dataset.split)}  # fmt: skip
+    if len(data.cold_items) and config.eval.blend:  # the cold-start protocol (eval/cold_start.py)
+        blend = dict(config.eval.blend)
+        metrics["cold_items"] = cold_item_report(model, tasks, data, blend, config.eval.ks, config.train.seed,
+                                                 config.eval.batch_users, config.data.cold_items)  # fmt: skip
+        log_cold_items(metrics["cold_items"], log)
     dataset = data.dataset
     save_artifact(output, config, model, data.split, dataset.items, prepared.texts, dataset.user_ids,
                   dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
@@ -103,7 +125,8 @@ def evaluate_run(run_dir: str | Path, force: bool = False, log: Callable[[str], 
         raise ArtifactError(f"the data found for '{config.data.dataset}' differs from the data {run_dir} was "
                             "trained on (dataset fingerprint mismatch); pass --force to evaluate anyway")  # fmt: skip
     # The run's stored text vectors are what the model was trained with: no need to load the language model.
-    data = TrainingData.build(dataset, split, artifact.model.item_encoder.text.numpy(), roles)
+    data = TrainingData.build(dataset, split, artifact.model.item_encoder.text.numpy(), roles,
+                              cold_items(config, dataset.n_items))  # fmt: skip
     for task in artifact.tasks.values():
         task.prepare(data)
     return evaluate(artifact.model, artifact.tasks, data, dict(config.eval.blend), ks=config.eval.ks,

@@ -30,6 +30,7 @@ from mtlrec.train.data import (
 from mtlrec.weighting.base import WeightingContext, WeightingStrategy
 
 VALID_LOSS_SEED = 7
+SELECT_SEED = 11
 
 
 @dataclass
@@ -71,14 +72,23 @@ class Trainer:
         self.optimizer = build_optimizer(config, model, weighting)
         self.weighting_context = WeightingContext(model.shared_parameters(), model.last_shared_parameters())
         self.rng = np.random.default_rng(config.train.seed)
-        self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1)
-        valid_sampler = NegativeSampler(data.split, seed=VALID_LOSS_SEED)
+        # cold items (data.cold_items) are held out of training entirely: not even drawn as negatives
+        self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1, exclude=data.cold_items)
+        valid_sampler = NegativeSampler(data.split, seed=VALID_LOSS_SEED, exclude=data.cold_items)
         self.valid_rows = valid_sampler.rows(heldout_positive_rows(data, "valid"), config.train.negatives)
+        n_eval, n_select = len(data.split.eval_users), config.eval.select_users
+        self.select_sample = None  # positions of split.eval_users ranked for early stopping (None = all)
+        if 0 < n_select < n_eval:
+            self.select_sample = np.sort(np.random.default_rng(SELECT_SEED).choice(n_eval, n_select, replace=False))
 
     def _row_losses(self, rows: PairRows) -> dict[str, torch.Tensor]:
         """Every task's loss on the same rows; a task masks the rows it has no label for."""
         logits = row_logits(self.model, self.data.split, rows)
-        return {name: task.loss(logits[name], *task.labels(rows)) for name, task in self.tasks.items()}
+        losses = {}
+        for name, task in self.tasks.items():
+            targets, mask = task.labels(rows)
+            losses[name] = task.loss(logits[name], targets, mask & torch.from_numpy(rows.for_task(name)))
+        return losses
 
     @torch.no_grad()
     def _valid_losses(self) -> dict[str, float]:
@@ -98,7 +108,11 @@ class Trainer:
         bar = tqdm(range(0, len(positions), size), desc=f"epoch {epoch}", leave=False, disable=not self.progress)
         for start in bar:
             positives = train_positive_rows(self.data, positions[start : start + size])
-            losses = self._row_losses(self.sampler.rows(positives, self.config.train.negatives))
+            rows = self.sampler.rows(positives, self.config.train.negatives)
+            for name, task in self.tasks.items():
+                if (extra := task.extra_rows(rows, self.rng)) is not None:
+                    rows = rows.extend(extra, name)
+            losses = self._row_losses(rows)
             for name, w in self.weighting.weights().items():
                 weights[name] += w
             self.optimizer.zero_grad(set_to_none=True)
@@ -126,7 +140,8 @@ class Trainer:
             train_losses, weights = self._epoch(epoch)
             self.weighting.end_epoch(train_losses)
             valid = evaluate(self.model, self.tasks, self.data, dict(self.config.eval.blend), stages=("valid",),
-                             ks=self.config.eval.ks, batch_users=self.config.eval.batch_users)["valid"]  # fmt: skip
+                             ks=self.config.eval.ks, batch_users=self.config.eval.batch_users,
+                             sample=self.select_sample)["valid"]  # fmt: skip
             entry = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), "weights": weights,
                      "train_loss": train_losses, "valid_loss": self._valid_losses(), "valid": valid}  # fmt: skip
             result.history.append(entry)
