@@ -209,3 +209,20 @@ def test_real_ml100k() -> None:
     assert item(ds, "543")["title"] == "Les Misérables"
     assert item(ds, "12")["title"] == "The Usual Suspects"
     assert ds.interactions["rating"].between(1, 5).all() and ds.users["age"].dtype == np.int64
+
+
+def test_generic_social_edges(tmp_path: Path) -> None:
+    inter = tmp_path / "events.csv"
+    inter.write_text("user_id,item_id\na,x\nb,y\nc,x\n")
+    social = tmp_path / "friends.csv"
+    social.write_text("user_id,friend_id\na,b\nb,a\nb,c\n")
+    ds = load_generic(inter, social_path=social)
+    assert ds.social is not None and ds.social.values.tolist() == [["a", "b"], ["b", "a"], ["b", "c"]]
+    offsets, friends = ds.friend_graph()
+    b = ds.user_ids.index("b")
+    assert sorted(ds.user_ids[f] for f in friends[offsets[b] : offsets[b + 1]]) == ["a", "c"]
+    social.write_text("user_id,friend_id\na,b\nb,zed\n")
+    with pytest.raises(DataError) as info:
+        load_generic(inter, social_path=social)
+    message = str(info.value)
+    assert "friends.csv" in message and "line 3" in message and "friend_id" in message and "'zed'" in message

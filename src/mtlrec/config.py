@@ -23,6 +23,7 @@ class DataConfig:
     data_path: str | None = None  # interactions file for "generic"
     items_path: str | None = None
     users_path: str | None = None
+    social_path: str | None = None  # "generic": user_id,friend_id edges (social task, model.friends)
     columns: dict[str, str] = field(default_factory=dict)  # e.g. {"user_id": "customer"} for other headers
     on_duplicate: str = "error"  # generic data: a repeated (user, item) pair is an error, or keep "first"/"last"
     split_seed: int = 0  # seeds the tie-breaking draw of the temporal split (PROTOCOL.md: 0)

@@ -22,6 +22,7 @@ def load_generic(
     *,
     items_path: str | Path | None = None,
     users_path: str | Path | None = None,
+    social_path: str | Path | None = None,
     columns: Mapping[str, str] | None = None,
     name: str | None = None,
     on_duplicate: str = "error",
@@ -35,6 +36,8 @@ def load_generic(
     - No rating column: ratings are NaN and ``has_ratings`` is False.
     - Items table ``item_id,title[,text][,categories][,year]`` (categories '|'-joined); without one, items are
       the interacted ids with the id as title. Users table: ``user_id`` plus any feature columns.
+    - Social table ``user_id,friend_id``: one row per directed edge (list a friendship both ways); both ends
+      must be known users (the social task and ``model.friends`` read it).
     - ``on_duplicate``: a repeated (user, item) pair is an error, or keeps its ``"first"`` or ``"last"`` row.
     - ``sep``: the separator of delimited files; by default tab for .tsv/.tab files, else comma.
     """
@@ -70,6 +73,18 @@ def load_generic(
         check_unique(users, "user_id")
         check_known(inter, "user_id", users, "users")
 
+    social = None
+    if social_path is not None:
+        social = read_table(social_path, required=["user_id", "friend_id"], sep=_sep(social_path, sep), **kw)
+        known = (users if users is not None else inter).frame["user_id"]
+        where = f"the users table {users.path}" if users is not None else f"the interactions {inter.path}"
+        for column in ("user_id", "friend_id"):
+            unknown = ~social.frame[column].isin(known).to_numpy()
+            if unknown.any():
+                row = int(np.flatnonzero(unknown)[0])
+                raise social.error(f"{column} '{social.frame[column].iloc[row]}' is not a user in {where}", row=row,
+                                   field=column, hint="remove the edge or add the user")  # fmt: skip
+
     frame = inter.frame
     has_timestamps, has_ratings = "timestamp" in frame, "rating" in frame
     if not has_timestamps:  # file order is the only order there is; number rows before duplicates go
@@ -83,7 +98,7 @@ def load_generic(
     first_line: dict[str, int] = {}
     if inter.first_line is not None and not shifted:  # after dropping rows, row + first_line is no longer a line
         first_line["interactions"] = inter.first_line
-    for key, table in (("items", items), ("users", users)):
+    for key, table in (("items", items), ("users", users), ("social", social)):
         if table is not None:
             sources[key] = str(table.path)
             if table.first_line is not None:
@@ -96,6 +111,7 @@ def load_generic(
         interactions=inter.frame,
         items=item_frame,
         users=user_frame,
+        social=None if social is None else social.frame[["user_id", "friend_id"]],
         categories=vocab,
         has_timestamps=has_timestamps,
         has_ratings=has_ratings,

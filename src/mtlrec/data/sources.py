@@ -134,6 +134,7 @@ def load_dataset(
     columns: Mapping[str, str] | None = None,
     items_path: str | Path | None = None,
     users_path: str | Path | None = None,
+    social_path: str | Path | None = None,
     on_duplicate: str = "error",
 ) -> Dataset:
     """Load a registered dataset from its folder, a file dataset from ``data_path``, or (name "generic") the files
@@ -141,18 +142,18 @@ def load_dataset(
     if name == GENERIC:
         if data_path is None:
             raise ConfigError("dataset 'generic' needs data_path: the interactions CSV or Parquet file (--data-path)")
-        return load_generic(data_path, items_path=items_path, users_path=users_path, columns=columns,
-                            on_duplicate=on_duplicate)  # fmt: skip
+        return load_generic(data_path, items_path=items_path, users_path=users_path, social_path=social_path,
+                            columns=columns, on_duplicate=on_duplicate)  # fmt: skip
     if name in FILE_DATASETS:
         loader, what = FILE_DATASETS[name]
         if data_path is None:
             raise ConfigError(f"dataset '{name}' needs data_path: {what} (--data-path)")
-        if any(x is not None for x in (columns, items_path, users_path)):
-            raise ConfigError(f"columns, items_path and users_path are only for 'generic', not '{name}'")
+        if any(x is not None for x in (columns, items_path, users_path, social_path)):
+            raise ConfigError(f"columns, items_path, users_path and social_path are only for 'generic', not '{name}'")
         return loader(Path(data_path))
-    if any(x is not None for x in (data_path, columns, items_path, users_path)):
+    if any(x is not None for x in (data_path, columns, items_path, users_path, social_path)):
         raise ConfigError(
-            f"data_path, columns, items_path and users_path are only for 'generic' (data_path also for "
+            f"data_path, columns, items_path, users_path and social_path are only for 'generic' (data_path also for "
             f"{', '.join(FILE_DATASETS)}), not '{name}'"
         )
     spec = get_spec(name)
