@@ -32,10 +32,15 @@ class DataConfig:
     # cold-start items: a seeded share of items whose train interactions are all removed (eval/cold_start.py);
     # 0 = off. Their validation/test targets stay; cold-item metrics go to metrics.json under 'cold_items'
     cold_items: float = 0.0
+    # cold-start users: a seeded share of users with every interaction removed from training (eval/cold_users.py);
+    # 0 = off. They are not in the normal evaluation; their metrics go to metrics.json under 'cold_users'
+    cold_users: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cold_items < 1.0:
             raise ConfigError(f"data.cold_items: a share of items in [0, 1), got {self.cold_items}")
+        if not 0.0 <= self.cold_users < 1.0:
+            raise ConfigError(f"data.cold_users: a share of users in [0, 1), got {self.cold_users}")
 
 
 @dataclass(frozen=True)

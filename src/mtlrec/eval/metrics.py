@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "ranks_from_scores",
     "rank_metrics",
+    "multi_rank_metrics",
     "mean_metrics",
     "rmse",
     "mae",
@@ -132,6 +133,74 @@ def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: Iterable[int] 
             prefix[1:] = torch.cumsum(per_rank, dim=0)
             total = prefix[hi.clamp(max=k)] - prefix[lo.clamp(max=k)]
             out[f"{name}@{k}"] = total / count
+    return out
+
+
+def multi_rank_metrics(
+    scores: torch.Tensor, relevant: torch.Tensor, ks: Iterable[int] = (10, 20)
+) -> dict[str, torch.Tensor]:
+    """Per-row HR@K, NDCG@K and Recall@K (float64, shape [B]) with several relevant items per row.
+
+    ``scores`` [B, n_items]: excluded items already ``-inf``; ``relevant`` bool [B, n_items], at least one per row
+    and never an excluded item. With 0-based ranks r_i of the relevant items i in R:
+    NDCG@K = sum_{i, r_i < K} 1/log2(r_i + 2) / IDCG, IDCG = sum_{r < min(K, |R|)} 1/log2(r + 2) (binary gains);
+    Recall@K = |{i : r_i < K}| / |R|; HR@K = 1 if some r_i < K. Ties never favour the model: every metric is its
+    exact expectation over a uniformly random order of tied items (PROTOCOL.md's rule for one target). NDCG and
+    recall are sums over relevant items, so each item counts with its rank uniform on ``g..g+t``
+    (:func:`ranks_from_scores`, tied relevant items included in ``t``); HR@K = 1 - P(no relevant item in the top K),
+    where, if no relevant item scores above the K-th highest score s, the top K take ``c`` of the ``m`` items tied
+    at s uniformly, ``r`` of them relevant: P(none) = C(m - r, c) / C(m, c) (hypergeometric). Keys ``"hr@K"``,
+    ``"ndcg@K"``, ``"recall@K"``; with one relevant item per row these equal :func:`rank_metrics`' hr and ndcg.
+    """
+    ks = _check_ks(ks)
+    if not isinstance(relevant, torch.Tensor):
+        relevant = torch.as_tensor(relevant)
+    if relevant.dtype != torch.bool:
+        raise ValueError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(scores)
+    if scores.dim() != 2 or tuple(relevant.shape) != tuple(scores.shape):
+        raise ValueError(f"scores [B, n_items] and relevant must have the same 2-D shape, got {tuple(scores.shape)} "
+                         f"and {tuple(relevant.shape)}")  # fmt: skip
+    # the row checks of the single-target case: real scores, no NaN (each row's first relevant item as the target)
+    scores, _ = _check_rank_inputs(scores, relevant.to(torch.long).argmax(dim=1))
+    relevant = relevant.to(scores.device)
+    n_rel = relevant.sum(dim=1)
+    if bool((n_rel == 0).any()):
+        raise ValueError(f"{int((n_rel == 0).sum())} row(s) have no relevant item")
+    if scores.is_floating_point() and bool((relevant & torch.isneginf(scores)).any()):
+        raise ValueError("a relevant item scores -inf (is excluded); relevant items must never be masked")
+    n = scores.shape[1]
+    ascending = torch.sort(scores, dim=1).values
+    at_most = torch.searchsorted(ascending, scores.contiguous(), right=True)  # [B, n] items scoring <= each
+    below = torch.searchsorted(ascending, scores.contiguous(), right=False)  # [B, n] items scoring < each
+    lo = n - at_most  # items strictly higher: the best 0-based rank
+    hi = n - below  # exclusive end of the rank range (ties + 1 wide)
+    count = (hi - lo).to(torch.float64)
+    rel = relevant.to(torch.float64)
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        r = torch.arange(k, dtype=torch.float64, device=scores.device)
+        gain = torch.zeros(k + 1, dtype=torch.float64, device=scores.device)
+        gain[1:] = torch.cumsum(1.0 / torch.log2(r + 2.0), dim=0)  # gain[j] = DCG of j hits at the top
+        top_lo, top_hi = lo.clamp(max=k), hi.clamp(max=k)
+        hit = (top_hi - top_lo).to(torch.float64) / count  # P(item in the top k)
+        dcg = (gain[top_hi] - gain[top_lo]) / count  # E[1/log2(rank + 2) 1[rank < k]]
+        k_eff = min(k, n)
+        kth = ascending[:, n - k_eff : n - k_eff + 1]  # [B, 1] the k-th highest score
+        above = scores > kth
+        tied = scores == kth
+        c = (k_eff - above.sum(dim=1)).to(torch.float64)  # slots of the top k left to the tied items (>= 1)
+        m = tied.sum(dim=1).to(torch.float64)
+        r_tied = (tied & relevant).sum(dim=1).to(torch.float64)
+        free = m - r_tied  # tied items that are not relevant
+        lgamma = torch.lgamma
+        log_none = lgamma(free + 1) - lgamma((free - c).clamp_min(0) + 1) - lgamma(m + 1) + lgamma(m - c + 1)
+        p_none = torch.where(free >= c, torch.exp(log_none), torch.zeros_like(m))
+        p_none = torch.where((above & relevant).any(dim=1), torch.zeros_like(m), p_none)
+        out[f"hr@{k}"] = 1.0 - p_none
+        out[f"ndcg@{k}"] = (rel * dcg).sum(dim=1) / gain[n_rel.clamp(max=k)]
+        out[f"recall@{k}"] = (rel * hit).sum(dim=1) / n_rel.to(torch.float64)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +35,22 @@ class MultiTaskModel(nn.Module):
         self.body = ARCHITECTURES.get(config.arch)(config, list(tasks))
         dims = HeadDims(dim=config.dim, shared=self.body.out_dim, n_categories=n_categories)
         self.heads = nn.ModuleDict({name: task.build_head(dims) for name, task in tasks.items()})
+        # users with a train interaction (all until told, see set_warm_users): the mean id of a new user is theirs
+        self.register_buffer("user_warm", torch.ones(n_users, dtype=torch.bool))
+
+    def set_warm_users(self, warm: torch.Tensor | np.ndarray) -> None:
+        """Which users have a train interaction (bool [n_users]); the others' id rows are untrained (users held out
+        by ``data.cold_users``) and stay out of the mean id that :meth:`cold_user_repr` gives a new user."""
+        warm = torch.as_tensor(np.asarray(warm), dtype=torch.bool)
+        if warm.shape != self.user_warm.shape:
+            shape = tuple(self.user_warm.shape)
+            raise ValueError(f"warm must be a bool mask of shape {shape}, got {tuple(warm.shape)}")
+        self.user_warm.copy_(warm)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # A model saved before ``user_warm`` existed trained every user: all warm reproduces its mean id exactly.
+        state_dict.setdefault(prefix + "user_warm", torch.ones_like(self.user_warm))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def user_repr(self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # users [B], history [B, L] item indexes, mask [B, L]
@@ -44,12 +61,14 @@ class MultiTaskModel(nn.Module):
 
     def cold_user_repr(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """A user the model never saw, from their history alone (e.g. a few liked items): the tower's output with
-        the mean trained id embedding in place of an own one. Every tower is additive in the id (user = id
-        embedding + f(history), see models/towers.py), so swapping the id part is exact. No friends are read."""
-        anchor = torch.zeros(history.shape[0], dtype=torch.long, device=history.device)  # [B] any trained user
+        the mean trained id embedding (over the users with a train interaction, ``user_warm``) in place of an own
+        one. Every tower is additive in the id (user = id embedding + f(history), see models/towers.py), so
+        swapping the id part is exact. No friends are read."""
+        anchor = torch.zeros(history.shape[0], dtype=torch.long, device=history.device)  # [B] any user row
         ids = self.user_encoder.ids
         user = self.user_encoder(anchor, history, mask, self.item_encoder)  # [B, dim]
-        return user - ids(anchor) + ids.weight.mean(0)  # [B, dim]
+        warm = ids.weight[self.user_warm] if bool(self.user_warm.any()) else ids.weight
+        return user - ids(anchor) + warm.mean(0)  # [B, dim]
 
     def _heads(self, user: torch.Tensor, item: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
         shared = self.body(user, item)  # task -> [..., out_dim]

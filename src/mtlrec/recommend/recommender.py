@@ -10,7 +10,7 @@ import torch
 
 from mtlrec.errors import MtlrecError
 from mtlrec.recommend.artifact import Artifact, load_artifact
-from mtlrec.recommend.scoring import check_blend, ranking_scores
+from mtlrec.recommend.scoring import check_blend, new_user_scores, ranking_scores
 from mtlrec.train.data import histories
 
 TEXT_NEIGHBOURS = 10  # items closest to a new user's text that stand in for their history
@@ -91,7 +91,7 @@ class Recommender:
 
         The text is encoded by the run's language model and matched (cosine) against the items' text vectors; its
         ``TEXT_NEIGHBOURS`` closest items become a pseudo-history (the closest as the most recent), followed by
-        the liked items. That history goes through the trained user tower with the mean user id
+        the liked items. That history goes through the trained user tower with the mean id of the trained users
         (``MultiTaskModel.cold_user_repr``), so the new user lands in the learned user space and is ranked by the
         same heads as everyone else. Liked items are not recommended back.
         """
@@ -100,12 +100,9 @@ class Recommender:
         text_rows = self._text_neighbours(text) if text and text.strip() else np.empty(0, dtype=np.int64)
         if len(liked_rows) == 0 and len(text_rows) == 0:
             raise MtlrecError("a new user needs liked items or a text about their tastes (both are empty)")
-        items = np.concatenate([text_rows, liked_rows])[-self.model.history_len :]
-        hist = torch.zeros(1, self.model.history_len, dtype=torch.long)
-        mask = torch.zeros(1, self.model.history_len, dtype=torch.bool)
-        hist[0, -len(items) :], mask[0, -len(items) :] = torch.from_numpy(items), True  # left-padded, oldest first
-        score = ranking_scores(self.model, self.tasks, blend, None, (hist, mask))[0][0]
-        return self._top(score, self.model.cold_user_repr(hist, mask), k, liked_rows)
+        items = np.concatenate([text_rows, liked_rows])  # oldest first: the liked items are the most recent
+        score, (hist, mask) = new_user_scores(self.model, self.tasks, blend, [items])  # the cold-users evaluation's
+        return self._top(score[0], self.model.cold_user_repr(hist, mask), k, liked_rows)
 
     def _check(self, k: int, blend: dict[str, float] | None) -> dict[str, float]:
         if not 1 <= k <= len(self.item_ids):

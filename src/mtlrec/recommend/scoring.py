@@ -1,6 +1,9 @@
-"""The one ranking score: evaluation, ``score_all`` and ``recommend`` all call ``ranking_scores``."""
+"""The one ranking score: evaluation, ``score_all`` and ``recommend`` all call ``ranking_scores``; new users (cold
+start: ``recommend_new_user`` and the cold-users evaluation) go through ``new_user_scores``, which calls it too."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -38,3 +41,27 @@ def ranking_scores(
     logits = model.score_items(users_t, history[0], history[1], list(blend))
     score = sum(weight * tasks[name].rank_score(logits[name]) for name, weight in blend.items())
     return score.float(), logits  # type: ignore[union-attr]
+
+
+def new_user_history(items: Sequence[np.ndarray], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histories of users the model never saw, from their items oldest first (the last is the most recent): the
+    ``length`` most recent of each, left-padded like ``train.data.histories``. Item indexes long [B, length] (0 where
+    padded) and a bool mask [B, length] of real entries."""
+    hist = torch.zeros(len(items), length, dtype=torch.long)
+    mask = torch.zeros(len(items), length, dtype=torch.bool)
+    for row, own in enumerate(items):
+        own = np.asarray(own, dtype=np.int64)[-length:]
+        if len(own):  # (a slice [-0:] would be the whole row)
+            hist[row, -len(own) :], mask[row, -len(own) :] = torch.from_numpy(own), True
+    return hist, mask
+
+
+@torch.no_grad()
+def new_user_scores(
+    model: MultiTaskModel, tasks: dict[str, Task], blend: dict[str, float], items: Sequence[np.ndarray]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Blended scores float32 [B, n_items] of new users known only by their items (oldest first, e.g. a few liked
+    ones), and the histories used: :func:`ranking_scores` with no user id, so the trained user tower reads the
+    history with the mean user id (``MultiTaskModel.cold_user_repr``). Nothing is excluded here."""
+    history = new_user_history(items, model.history_len)
+    return ranking_scores(model, tasks, blend, None, history)[0], history

@@ -210,8 +210,9 @@ class ProfileTask(Task):
     def evaluate(self, ctx: EvalContext, stage: str) -> dict[str, float]:
         """Per attribute, accuracy and macro-F1 on the users held out for ``stage`` (their attributes were never
         trained on), each represented with the history visible at ``stage``; ``profile_acc`` is the mean
-        accuracy over attributes."""
+        accuracy over attributes. Users held out by ``data.cold_users`` are left out (no history, untrained id)."""
         users = np.flatnonzero(self.roles == (VALID if stage == "valid" else TEST))
+        users = np.setdiff1d(users, ctx.data.cold_users)
         if len(users) == 0:
             return {}
         logits = ctx.user_outputs(self.name, users, stage)  # [U, sum of class counts]

@@ -27,6 +27,10 @@ class TrainingData:
     user_of_position: np.ndarray  # int64 [n_interactions]: the user of each flat split position
     # items held out of training entirely (data.cold_items, eval/cold_start.py): int64, sorted; empty = none
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # users held out of training entirely (data.cold_users, eval/cold_users.py): int64, sorted; empty = none. They
+    # have no interaction in ``split``; ``cold_user_split`` holds theirs alone (same order and roles), None = none
+    cold_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cold_user_split: Split | None = None
 
     @classmethod
     def build(
@@ -36,10 +40,13 @@ class TrainingData:
         text_vectors: np.ndarray,
         roles: np.ndarray,
         cold_items: np.ndarray | None = None,
+        cold_users: np.ndarray | None = None,
+        cold_user_split: Split | None = None,
     ) -> TrainingData:
         users = np.repeat(np.arange(split.n_users), split.lengths)
         cold = np.zeros(0, dtype=np.int64) if cold_items is None else np.asarray(cold_items, dtype=np.int64)
-        return cls(dataset, split, text_vectors, dataset.category_matrix(), roles, users, cold)
+        held = np.zeros(0, dtype=np.int64) if cold_users is None else np.asarray(cold_users, dtype=np.int64)
+        return cls(dataset, split, text_vectors, dataset.category_matrix(), roles, users, cold, held, cold_user_split)
 
 
 def category_roles(n_items: int, test: float, valid: float, seed: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from mtlrec.config import Config
 from mtlrec.data.splits import SPLIT_DESCRIPTIONS
 from mtlrec.errors import ArtifactError, ConfigError
 from mtlrec.eval.cold_start import cold_item_report, log_cold_items
+from mtlrec.eval.cold_users import cold_user_report, log_cold_users
 from mtlrec.eval.evaluator import evaluate
 from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.model import MultiTaskModel
@@ -26,7 +27,7 @@ from mtlrec.recommend.scoring import check_blend
 from mtlrec.tasks.base import Task, build_tasks
 from mtlrec.text import ENCODERS
 from mtlrec.train.data import TrainingData
-from mtlrec.train.pipeline import cold_items, load_split, prepare, set_threads
+from mtlrec.train.pipeline import prepare, set_threads, split_data
 from mtlrec.train.plots import plot_history
 from mtlrec.train.trainer import OPTIMIZERS, Trainer
 from mtlrec.weighting.base import WEIGHTINGS
@@ -84,6 +85,7 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     model = MultiTaskModel(config.model, tasks, data.split.n_users, torch.from_numpy(data.text_vectors),
                            data.categories.shape[1], social=social).to(config.train.device)  # fmt: skip
     model.item_encoder.set_warm(data.split.trained_items())  # items without a train interaction: default id
+    model.set_warm_users(data.split.lengths > 0)  # users held out (data.cold_users): not in a new user's mean id
     weighting = WEIGHTINGS.get(config.train.weighting)(tasks).to(config.train.device)
     trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log)
     result = trainer.fit()
@@ -101,6 +103,10 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
         metrics["cold_items"] = cold_item_report(model, tasks, data, blend, config.eval.ks, config.train.seed,
                                                  config.eval.batch_users, config.data.cold_items)  # fmt: skip
         log_cold_items(metrics["cold_items"], log)
+    if len(data.cold_users) and config.eval.blend:  # the cold-start users protocol (eval/cold_users.py)
+        metrics["cold_users"] = cold_user_report(model, tasks, data, dict(config.eval.blend), config.eval.ks,
+                                                 config.eval.batch_users, config.data.cold_users)  # fmt: skip
+        log_cold_users(metrics["cold_users"], log)
     dataset = data.dataset
     save_artifact(output, config, model, data.split, dataset.items, prepared.texts, dataset.user_ids,
                   dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
@@ -120,13 +126,13 @@ def evaluate_run(run_dir: str | Path, force: bool = False, log: Callable[[str], 
     artifact = load_artifact(run_dir)
     config = artifact.config
     set_threads(config.train.threads)
-    dataset, split, roles, _ = load_split(config, log)
+    parts = split_data(config, log)
+    dataset = parts.dataset
     if dataset.fingerprint() != artifact.meta.get("fingerprint") and not force:
         raise ArtifactError(f"the data found for '{config.data.dataset}' differs from the data {run_dir} was "
                             "trained on (dataset fingerprint mismatch); pass --force to evaluate anyway")  # fmt: skip
     # The run's stored text vectors are what the model was trained with: no need to load the language model.
-    data = TrainingData.build(dataset, split, artifact.model.item_encoder.text.numpy(), roles,
-                              cold_items(config, dataset.n_items))  # fmt: skip
+    data = parts.training_data(artifact.model.item_encoder.text.numpy())
     for task in artifact.tasks.values():
         task.prepare(data)
     return evaluate(artifact.model, artifact.tasks, data, dict(config.eval.blend), ks=config.eval.ks,
