@@ -84,6 +84,9 @@ def test_held_out_users_lose_every_interaction_and_keep_their_order() -> None:
     assert cases.users.tolist() == [0, 3] and cases.liked.tolist() == [[1, 2, 3], [9, 3, 1]]
     relevant = cases.relevant(np.arange(2), 10)
     assert np.flatnonzero(relevant[0]).tolist() == [4, 5] and np.flatnonzero(relevant[1]).tolist() == [0, 4, 6]
+    assert cases.next_items.tolist() == [4, 0]  # the item right after the liked ones, in time order
+    repeat = new_user_cases(make_split([[1, 2, 3, 2, 7, 8]], 10), np.array([0]))
+    assert repeat.next_items.tolist() == [7]  # a liked item coming back is not the next new item
     # too short: three interactions leave nothing to find
     assert len(new_user_cases(make_split([[1, 2, 3], [4, 5, 6, 7]], 10), np.array([0, 1]))) == 1
 
@@ -249,7 +252,9 @@ def test_held_out_users_are_served_far_better_than_most_popular(cold_users_run: 
     assert report["held_out"] == 12 and report["users"] == 12 and report["liked"] == LIKED
     assert report["share"] == SHARE and report["mean_relevant"] == 9.0
     assert set(report) >= {"mtlrec", "most_popular", "content_knn"}
-    assert set(report["mtlrec"]) == {f"{m}@{k}" for m in ("hr", "ndcg", "recall") for k in (10, 20)}
+    multi = {f"{m}@{k}" for m in ("hr", "ndcg", "recall") for k in (10, 20)}
+    single = {f"next/{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (10, 20)}
+    assert set(report["mtlrec"]) == multi | single
     assert report["mtlrec"]["ndcg@10"] >= 2 * report["most_popular"]["ndcg@10"]
     assert report["mtlrec"]["recall@10"] >= 2 * report["most_popular"]["recall@10"]
 

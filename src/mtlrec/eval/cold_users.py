@@ -18,7 +18,8 @@ The protocol (README, "Cold-start users"), switched on by ``data.cold_users`` (a
   Recall@K (|relevant in the top K| / |relevant|), each the exact expectation over a random order of tied scores
   (:func:`~mtlrec.eval.metrics.multi_rank_metrics`), averaged over the evaluated users, beside most-popular (train
   counts of the reduced split) and content k-NN from the liked items (``baselines.content_knn``, the language-model
-  vectors the model reads), through the same code with the same exclusions.
+  vectors the model reads), through the same code with the same exclusions. Also, as ``next/...``, PROTOCOL.md's
+  single-target metrics of the one item that came right after the liked ones (how a known user is measured).
 
 With ``data.cold_items`` too, the users are held out first, from the full split, so a held-out user's items may
 include cold items. With ``model.friends``, a held-out user can still be someone's friend (untrained id, no taste).
@@ -83,6 +84,7 @@ class NewUserCases:
     liked: np.ndarray  # int64 [U, LIKED] the first interactions in time order, oldest first
     relevant_offsets: np.ndarray  # int64 [U + 1] CSR over relevant_items
     relevant_items: np.ndarray  # int64: each user's other items (distinct, none of them liked)
+    next_items: np.ndarray  # int64 [U] the first item after the liked ones in time order (not itself liked)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -107,7 +109,7 @@ class NewUserCases:
 def new_user_cases(held: Split, users: np.ndarray, liked: int = LIKED) -> NewUserCases:
     """The cases of ``users`` (held out, their interactions in ``held``) with at least ``liked + 1`` interactions
     and at least one item besides the liked ones."""
-    rows, likes, counts, relevant = [], [], [], []
+    rows, likes, counts, relevant, following = [], [], [], [], []
     for u in np.asarray(users, dtype=np.int64):
         seq = held.items[held.offsets[u] : held.offsets[u + 1]]
         if len(seq) <= liked:
@@ -119,11 +121,13 @@ def new_user_cases(held: Split, users: np.ndarray, liked: int = LIKED) -> NewUse
         likes.append(seq[:liked])
         counts.append(len(rest))
         relevant.append(rest)
+        following.append(next(i for i in seq[liked:] if i not in seq[:liked]))
     return NewUserCases(
         users=np.asarray(rows, dtype=np.int64),
         liked=np.asarray(likes, dtype=np.int64).reshape(len(rows), liked),
         relevant_offsets=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
         relevant_items=np.concatenate(relevant).astype(np.int64) if relevant else np.zeros(0, dtype=np.int64),
+        next_items=np.asarray(following, dtype=np.int64),
     )
 
 
@@ -142,8 +146,9 @@ def model_new_user_fn(model: MultiTaskModel, tasks: dict[str, Task], blend: dict
 def rank_new_users(
     score_fn: ScoreFn, cases: NewUserCases, n_items: int, ks: tuple[int, ...] = (10, 20), batch_users: int = 128
 ) -> dict[str, np.ndarray]:
-    """Per case, HR/NDCG/Recall@K of ranking every item but the liked ones (``score_fn`` is called with positions
-    in ``cases``)."""
+    """Per case, HR/NDCG/Recall@K of ranking every item but the liked ones against all the user's other items, and
+    ``next/``-prefixed single-target metrics of the item that came right after the liked ones (``score_fn`` is
+    called with positions in ``cases``)."""
     per_case: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(cases), batch_users):
         positions = np.arange(start, min(start + batch_users, len(cases)))
@@ -151,6 +156,9 @@ def rank_new_users(
         rows = torch.from_numpy(np.repeat(np.arange(len(positions)), cases.liked.shape[1]))
         scores[rows, torch.from_numpy(cases.liked[positions].reshape(-1))] = float("-inf")
         result = metrics.multi_rank_metrics(scores, cases.relevant(positions, n_items), ks)
+        # The next item alone, as PROTOCOL.md measures a known user (one target, ties at expectation).
+        single = metrics.rank_metrics(scores, torch.from_numpy(cases.next_items[positions]), ks)
+        result |= {f"next/{name}": value for name, value in single.items()}
         for name, value in result.items():
             per_case.setdefault(name, []).append(value)
     return {name: torch.cat(values).numpy() for name, values in per_case.items()}
@@ -199,4 +207,5 @@ def log_cold_users(report: dict[str, Any], log: Callable[[str], None] = print, k
         if report.get(name):
             r = report[name]
             log(f"  {name:<13} hr@{k} {r[f'hr@{k}']:.4f}  ndcg@{k} {r[f'ndcg@{k}']:.4f}  "
-                f"recall@{k} {r[f'recall@{k}']:.4f}")  # fmt: skip
+                f"recall@{k} {r[f'recall@{k}']:.4f}  next item: hr@{k} {r[f'next/hr@{k}']:.4f}  "
+                f"ndcg@{k} {r[f'next/ndcg@{k}']:.4f}")  # fmt: skip
