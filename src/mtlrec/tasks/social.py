@@ -118,11 +118,14 @@ class SocialTask(Task):
             negative_users.append(np.full(len(picked), row))
             negative_items.append(picked)
         users, negatives = np.concatenate(negative_users), np.concatenate(negative_items)
+        row_users = np.concatenate([held.users[exposed], held.users[users]])
+        _, first, inverse = np.unique(row_users, return_index=True, return_inverse=True)
         rows = PairRows(
-            users=np.concatenate([held.users[exposed], held.users[users]]),
+            users=row_users,
             items=np.concatenate([held.items[exposed], negatives]),
             history_end=np.concatenate([held.history_end[exposed], held.history_end[users]]),
             position=np.concatenate([held.position[exposed], np.full(len(users), -1, dtype=np.int64)]),
+            owner=first[inverse],  # a user's rows share one history at this stage: encode it once
         )
         labels = np.concatenate([np.ones(int(exposed.sum())), np.zeros(len(users))])
         self._exposed_share = float(exposed.mean()) if len(exposed) else 0.0
