@@ -6,7 +6,10 @@ the run once (the language model loads lazily, on the first text query). Every e
 
 import logging
 import os
+import signal
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -82,7 +85,8 @@ def create_app(
             torch.set_num_threads(threads)
         model = ServingModel.load(run_dir)
         store = None if feedback_path is None else SQLiteFeedbackStore(feedback_path)
-        app.state.model, app.state.store = model, store
+        app.state.model, app.state.store, app.state.run_dir = model, store, run_dir
+        _reload_on_sighup(app)
         info = model.info()
         log.info(
             "serving %s (dataset %s, %s users, %s items, created %s); feedback: %s; writes need an API key: %s",
@@ -110,6 +114,8 @@ def create_app(
     )
     app.state.model = None
     app.state.store = None
+    app.state.run_dir = run_dir
+    app.state.reload = threading.Lock()  # one reload at a time; requests never wait for it
     metrics = RequestMetrics()
     app.add_middleware(ServeMiddleware, metrics=metrics, routes=app, max_body=max_body_bytes)
     _install_error_handlers(app)
@@ -151,7 +157,7 @@ def create_app(
     def prometheus(request: Request) -> PlainTextResponse:
         """Prometheus text format: requests by route and status, latency histogram, the model served."""
         model: ServingModel | None = request.app.state.model
-        info = {"run": str(run_dir), "dataset": "", "created": "", "mtlrec_version": __version__}
+        info = {"run": str(request.app.state.run_dir), "dataset": "", "created": "", "mtlrec_version": __version__}
         gauges: dict[str, tuple[str, float]] = {"mtlrec_model_loaded": ("1 when the model is loaded.", 0.0)}
         if model is not None:
             info.update(
@@ -252,7 +258,58 @@ def create_app(
             ) from None
         return {"stored": len(ids), "ids": ids}
 
+    # -- admin -----------------------------------------------------------------------------------------------------
+    @app.post(
+        "/admin/reload",
+        response_model=s.ReloadResponse,
+        responses=WRITE_ERRORS,
+        dependencies=[Depends(require_key)],
+        tags=["admin"],
+    )
+    def reload(request: Request, body: Annotated[s.ReloadRequest | None, Body()] = None) -> dict[str, Any]:
+        """Load a run (by default the served directory again, e.g. after a new training run wrote it) and swap it
+        in. Requests already running finish with the model they started with; a run that fails to load leaves the
+        current one serving. Needs the server's API key (and the server must have one)."""
+        if api_key is None:
+            raise ServeError(403, "reloading needs an API key: start the server with --api-key (or MTLREC_API_KEY)")
+        target = None if body is None or body.run_dir is None else Path(body.run_dir)
+        return swap_model(request.app, target)
+
     return app
+
+
+def swap_model(app: FastAPI, run_dir: Path | None = None) -> dict[str, Any]:
+    """Load ``run_dir`` (default: the one served) and make it the served model. The swap is one reference
+    assignment: a request holds the model it resolved at its start (``Depends``), so in-flight requests finish on
+    the old one and nothing waits. Raises ServeError(422) and keeps serving the old model if loading fails."""
+    with app.state.reload:
+        target = Path(run_dir) if run_dir is not None else Path(app.state.run_dir)
+        started = time.perf_counter()
+        try:
+            model = ServingModel.load(target)
+        except MtlrecError as exc:
+            raise ServeError(422, f"could not load {target}: {exc}; still serving {app.state.run_dir}") from None
+        previous: ServingModel | None = app.state.model
+        app.state.model, app.state.run_dir = model, target
+        seconds = time.perf_counter() - started
+        log.info("reloaded: now serving %s (loaded in %.1f s)", target, seconds)
+        return {"reloaded": True, "seconds": round(seconds, 3), "previous": None if previous is None else
+                previous.info(), "current": model.info()}  # fmt: skip
+
+
+def _reload_on_sighup(app: FastAPI) -> None:
+    """SIGHUP reloads the served directory in a background thread (the signal handler itself must not block).
+    Only possible in the main thread of the process (as under ``mtlrec serve``); elsewhere it is skipped."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return
+
+    def reload_in_background() -> None:
+        try:
+            swap_model(app)
+        except ServeError as exc:
+            log.error("SIGHUP reload failed: %s", exc.message)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=reload_in_background).start())
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -186,6 +186,12 @@ class FeedbackResponse(BaseModel):
     ids: list[int] = Field(description="Their ids in the store, in request order.")
 
 
+class UsersResponse(BaseModel):
+    prefix: str
+    total: int = Field(description="Users whose id starts with the prefix.")
+    users: list[str] = Field(description="The first `limit` of them, in natural order (u2 before u10).")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -207,3 +213,18 @@ class Ready(BaseModel):
     training: dict[str, Any]
     feedback: dict[str, Any]
     writes_need_api_key: bool
+
+
+class ReloadRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    run_dir: str | None = Field(
+        None, max_length=4096, description="Run directory to serve from now on; default: the one being served."
+    )
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool
+    seconds: float = Field(description="Time taken to load the new run.")
+    previous: dict[str, Any] | None = Field(description="The run served before (as in /ready).")
+    current: dict[str, Any] = Field(description="The run served now (as in /ready).")
