@@ -120,7 +120,12 @@ class Recommender:
         return np.asarray(rows, dtype=np.int64)
 
     def _text_neighbours(self, text: str) -> np.ndarray:
-        """The items whose text vectors are closest (cosine) to ``text``'s, least similar first."""
+        """The items whose text vectors are closest (cosine) to ``text``'s, least similar first.
+
+        Both sides are centred on the catalogue's mean text vector first: every item text shares the template's
+        form ("Title (year). Genres: ..."), which a user's sentence lacks, so raw cosine favours titles that merely
+        sound like the sentence ("I Like It Like That" for "I love 90s science fiction"); centring removes that
+        shared direction and leaves the content (there, 7 of the 10 nearest MovieLens films are Sci-Fi, 3 raw)."""
         if self._encoder is None:
             from mtlrec.text import build_encoder
 
@@ -128,7 +133,8 @@ class Recommender:
             self._encoder = build_encoder(tc.encoder, tc.model, dim=tc.dim)
         query = torch.as_tensor(np.asarray(self._encoder.encode([text]), dtype=np.float32))[0]  # [text_dim]
         vectors = self.model.item_encoder.text  # [n_items, text_dim]
-        similarity = torch.nn.functional.cosine_similarity(vectors, query[None], dim=-1)  # [n_items]
+        centre = vectors.mean(0)  # [text_dim]
+        similarity = torch.nn.functional.cosine_similarity(vectors - centre, (query - centre)[None], dim=-1)
         top = torch.topk(similarity, min(TEXT_NEIGHBOURS, len(similarity))).indices.flip(0)
         return top.numpy().astype(np.int64)
 
