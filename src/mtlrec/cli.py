@@ -282,7 +282,11 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes (each loads the model).")] = 1,
     feedback_db: Annotated[
-        Path | None, typer.Option(help="SQLite file that POST /feedback writes to (created if missing).")
+        str | None,
+        typer.Option(
+            help="Where POST /feedback writes: a SQLite file (created if missing), or a PostgreSQL URL "
+            "postgresql://user:pass@host/db shared by several servers (needs the 'postgres' extra).",
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
@@ -309,7 +313,9 @@ def serve(
 
 @feedback_app.command("export")
 def feedback_export(
-    feedback_db: Annotated[Path, typer.Option(help="The SQLite file given to `mtlrec serve --feedback-db`.")],
+    feedback_db: Annotated[
+        str, typer.Option(help="The SQLite file or PostgreSQL URL given to `mtlrec serve --feedback-db`.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Interactions CSV to write.")],
     types: Annotated[
         str | None, typer.Option(help="Only these event types, e.g. 'rating' or 'like,purchase'.")
@@ -317,10 +323,10 @@ def feedback_export(
 ) -> None:
     """Write stored feedback as an interactions CSV (user_id,item_id[,rating],timestamp; one row per event) that
     `mtlrec train --dataset generic --data-path FILE --set data.on_duplicate=last` trains on."""
-    from mtlrec.serve.feedback import SQLiteFeedbackStore
+    from mtlrec.serve.feedback import open_feedback_store
 
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
-    with SQLiteFeedbackStore(feedback_db, create=False) as store:
+    with open_feedback_store(feedback_db, create=False) as store:
         rows = store.export(output, types=wanted)
     console.print(f"{rows:,} events written to {output}")
 

@@ -27,9 +27,16 @@ from mtlrec import __version__
 from mtlrec.errors import MtlrecError
 from mtlrec.serve import schemas as s
 from mtlrec.serve.auth import check_key, validate_key
-from mtlrec.serve.feedback import FeedbackError, FeedbackStore, IdempotencyKeyReused, SQLiteFeedbackStore
+from mtlrec.serve.feedback import (
+    FeedbackError,
+    FeedbackStore,
+    IdempotencyKeyReused,
+    describe_target,
+    open_feedback_store,
+)
 from mtlrec.serve.metrics import CONTENT_TYPE, RequestMetrics
 from mtlrec.serve.middleware import ServeMiddleware
+from mtlrec.serve.page import install_page
 from mtlrec.serve.service import MAX_K, ServeError, ServingModel, parse_blend
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
@@ -69,13 +76,14 @@ def create_app(
 ) -> FastAPI:
     """The API for the run in ``run_dir``.
 
-    ``feedback_db``: SQLite file for ``POST /feedback`` (created if missing); None disables feedback (503).
+    ``feedback_db``: store for ``POST /feedback``: a SQLite file (created if missing) or a ``postgresql://`` URL
+    (see :func:`mtlrec.serve.feedback.open_feedback_store`); None disables feedback (503).
     ``api_key``: when set, write endpoints require it (``X-API-Key`` or ``Authorization: Bearer``).
     ``threads``: torch CPU threads for this process (0: torch's default).
     """
     run_dir = Path(run_dir)
     api_key = validate_key(api_key)
-    feedback_path = None if feedback_db is None else Path(feedback_db)
+    feedback_shown = "off" if feedback_db is None else describe_target(feedback_db)  # never the password
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +92,7 @@ def create_app(
 
             torch.set_num_threads(threads)
         model = ServingModel.load(run_dir)
-        store = None if feedback_path is None else SQLiteFeedbackStore(feedback_path)
+        store = None if feedback_db is None else open_feedback_store(feedback_db)
         app.state.model, app.state.store, app.state.run_dir = model, store, run_dir
         _reload_on_sighup(app)
         info = model.info()
@@ -95,7 +103,7 @@ def create_app(
             f"{info['n_users']:,}",
             f"{info['n_items']:,}",
             info["created"],
-            feedback_path or "off",
+            feedback_shown,
             "yes" if api_key else "no",
         )
         try:
@@ -275,6 +283,7 @@ def create_app(
         target = None if body is None or body.run_dir is None else Path(body.run_dir)
         return swap_model(request.app, target)
 
+    install_page(app)  # the web page at / (static files from the package) and GET /users
     return app
 
 

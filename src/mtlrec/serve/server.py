@@ -54,7 +54,7 @@ def serve(
         ) from None
     from mtlrec.serve.app import create_app
     from mtlrec.serve.auth import validate_key
-    from mtlrec.serve.feedback import SQLiteFeedbackStore
+    from mtlrec.serve.feedback import is_postgres_url, open_feedback_store
 
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
@@ -68,7 +68,7 @@ def serve(
     if threads < 0:
         raise ConfigError(f"--threads must be 0 (torch's default) or more, got {threads}")
     if feedback_db is not None:
-        SQLiteFeedbackStore(feedback_db).close()  # creates it now, or says why it cannot
+        open_feedback_store(feedback_db).close()  # creates it (or its tables) now, or says why it cannot
     log_config = logging_config(log_level)  # uvicorn applies it (in every worker)
     if not is_loopback(host):
         warning = f"listening on {host}: reachable from other machines"
@@ -81,7 +81,11 @@ def serve(
         return
     # Worker processes build their own app from the environment (uvicorn needs an import string for workers).
     os.environ["MTLREC_SERVE_RUN_DIR"] = str(run_dir.resolve())
-    os.environ["MTLREC_SERVE_FEEDBACK_DB"] = "" if feedback_db is None else str(Path(feedback_db).resolve())
+    if feedback_db is None:
+        os.environ["MTLREC_SERVE_FEEDBACK_DB"] = ""
+    else:  # a URL as given; a path absolute (workers may start elsewhere)
+        feedback_db = str(feedback_db) if is_postgres_url(feedback_db) else str(Path(feedback_db).resolve())
+        os.environ["MTLREC_SERVE_FEEDBACK_DB"] = feedback_db
     os.environ["MTLREC_SERVE_THREADS"] = str(threads)
     if api_key is None:
         os.environ.pop("MTLREC_API_KEY", None)
