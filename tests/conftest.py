@@ -86,3 +86,18 @@ def shared_datasets() -> Path | None:
     """The real datasets (MTLREC_DATA_DIR), or None so tests that need them skip."""
     root = os.environ.get("MTLREC_DATA_DIR")
     return Path(root) if root and (Path(root) / "ml-100k" / "u.data").is_file() else None
+
+
+def make_split(seqs: list[list[int]], n_items: int):  # -> mtlrec.data.splits.Split
+    """A Split straight from per-user item sequences in time order (last = test, one before = validation)."""
+    from mtlrec.data.splits import TEST, TRAIN, VALID, Split
+
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+    role = np.full(len(items), TRAIN, dtype=np.int8)
+    evaluated = np.flatnonzero(lengths >= 3)
+    role[offsets[evaluated + 1] - 1] = TEST
+    role[offsets[evaluated + 1] - 2] = VALID
+    n = len(items)
+    return Split(len(seqs), n_items, items, np.full(n, np.nan, np.float32), np.arange(n), offsets, role)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_split
 from mtlrec.data.generic import load_generic
 from mtlrec.data.splits import TEST, TRAIN, VALID, Split, temporal_leave_one_out
 from mtlrec.eval import baselines
@@ -26,19 +27,6 @@ from mtlrec.eval.baselines import (
 from mtlrec.eval.evaluator import rank_users
 
 pairwise = pytest.importorskip("sklearn.metrics.pairwise")
-
-
-def make_split(seqs: list[list[int]], n_items: int) -> Split:
-    """A Split straight from per-user item sequences in time order (last = test, one before = validation)."""
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
-    role = np.full(len(items), TRAIN, dtype=np.int8)
-    evaluated = np.flatnonzero(lengths >= 3)
-    role[offsets[evaluated + 1] - 1] = TEST
-    role[offsets[evaluated + 1] - 2] = VALID
-    n = len(items)
-    return Split(len(seqs), n_items, items, np.full(n, np.nan, np.float32), np.arange(n), offsets, role)
 
 
 def replace_heldout(split: Split, rng: np.random.Generator, roles: tuple[int, ...]) -> Split:

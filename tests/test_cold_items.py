@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import tiny_overrides
+from conftest import make_split, tiny_overrides
 from mtlrec import Recommender
 from mtlrec.config import ModelConfig, load_config
 from mtlrec.data.splits import TEST, TRAIN, VALID, Split
@@ -25,19 +25,6 @@ from mtlrec.train.data import NegativeSampler, histories
 from mtlrec.train.run import check_config, evaluate_run, train_run
 
 N_ITEMS = 12
-
-
-def make_split(seqs: list[list[int]], n_items: int) -> Split:
-    """A Split straight from per-user item sequences in time order (last = test, one before = validation)."""
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
-    role = np.full(len(items), TRAIN, dtype=np.int8)
-    evaluated = np.flatnonzero(lengths >= 3)
-    role[offsets[evaluated + 1] - 1] = TEST
-    role[offsets[evaluated + 1] - 2] = VALID
-    n = len(items)
-    return Split(len(seqs), n_items, items, np.full(n, np.nan, np.float32), np.arange(n), offsets, role)
 
 
 def encoder(id_dropout: float = 0.0) -> ItemEncoder:

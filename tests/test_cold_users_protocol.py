@@ -14,10 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import ndcg_score
 
-from conftest import tiny_overrides
+from conftest import make_split, tiny_overrides
 from mtlrec import Recommender
 from mtlrec.config import ModelConfig, load_config
-from mtlrec.data.splits import TEST, TRAIN, VALID, Split
 from mtlrec.errors import ConfigError
 from mtlrec.eval.cold_start import cold_item_set
 from mtlrec.eval.cold_users import (
@@ -36,19 +35,6 @@ from mtlrec.train.pipeline import prepare
 from mtlrec.train.run import evaluate_run, train_run
 
 N_USERS, N_ITEMS, SHARE = 60, 80, 0.2  # the conftest world
-
-
-def make_split(seqs: list[list[int]], n_items: int) -> Split:
-    """A Split straight from per-user item sequences in time order (last = test, one before = validation)."""
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
-    role = np.full(len(items), TRAIN, dtype=np.int8)
-    evaluated = np.flatnonzero(lengths >= 3)
-    role[offsets[evaluated + 1] - 1] = TEST
-    role[offsets[evaluated + 1] - 2] = VALID
-    n = len(items)
-    return Split(len(seqs), n_items, items, np.full(n, np.nan, np.float32), np.arange(n), offsets, role)
 
 
 # ----------------------------------------------------------------------------- the hold-out

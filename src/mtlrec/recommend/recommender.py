@@ -41,14 +41,7 @@ class Recommender:
         return cls(load_artifact(run_dir))
 
     def _rows(self, users: list[str]) -> np.ndarray:
-        rows = []
-        for user in users:
-            row = self._user_row.get(str(user))
-            if row is None:
-                raise UnknownUserError(f"unknown user '{user}': not in this run's {len(self.user_ids):,} users "
-                                       f"(e.g. '{self.user_ids[0]}')")  # fmt: skip
-            rows.append(row)
-        return np.asarray(rows, dtype=np.int64)
+        return _lookup(users, self._user_row, self.user_ids, "user", UnknownUserError)
 
     @torch.no_grad()
     def _scores(self, rows: np.ndarray, blend: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -110,14 +103,7 @@ class Recommender:
         return check_blend(dict(blend or self.default_blend), self.tasks)
 
     def _item_rows(self, items: list[str]) -> np.ndarray:
-        rows = []
-        for item in items:
-            row = self._item_row.get(str(item))
-            if row is None:
-                raise MtlrecError(f"unknown item '{item}': not in this run's {len(self.item_ids):,} items "
-                                  f"(e.g. '{self.item_ids[0]}')")  # fmt: skip
-            rows.append(row)
-        return np.asarray(rows, dtype=np.int64)
+        return _lookup(items, self._item_row, self.item_ids, "item", MtlrecError)
 
     def _text_neighbours(self, text: str) -> np.ndarray:
         """The items whose text vectors are closest (cosine) to ``text``'s, least similar first.
@@ -155,3 +141,15 @@ class Recommender:
                         "categories": self._categories[item], "score": round(float(score[item]), 4),
                         "scores": per_task})  # fmt: skip
         return out
+
+
+def _lookup(ids: list[str], row_of: dict[str, int], known: list[str], kind: str, error: type[MtlrecError]
+            ) -> np.ndarray:  # fmt: skip
+    """Rows of ``ids`` (int64); the first unknown one raises ``error`` naming it and an example of a valid id."""
+    rows = []
+    for value in ids:
+        row = row_of.get(str(value))
+        if row is None:
+            raise error(f"unknown {kind} '{value}': not in this run's {len(known):,} {kind}s (e.g. '{known[0]}')")
+        rows.append(row)
+    return np.asarray(rows, dtype=np.int64)
