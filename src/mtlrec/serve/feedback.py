@@ -236,18 +236,10 @@ class SQLiteFeedbackStore(FeedbackStore):
                         raise FeedbackError(f"{self.path} holds no feedback events{which}; nothing to export")
                     with_rating = numeric == n
                     with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                        writer = csv.writer(handle)
-                        writer.writerow(EXPORT_COLUMNS if with_rating else ("user_id", "item_id", "timestamp"))
                         cursor.execute(
                             f"SELECT user_id, item_id, value_num, ts FROM events{where} ORDER BY ts, id", args
                         )
-                        while batch := cursor.fetchmany(_FETCH):
-                            for user, item, value, ts in batch:
-                                stamp = math.floor(ts)
-                                writer.writerow(
-                                    (user, item, _number(value), stamp) if with_rating else (user, item, stamp)
-                                )
-                            written += len(batch)
+                        written = _write_export(handle, cursor, with_rating)
                 finally:
                     cursor.execute("COMMIT")
             os.replace(tmp, path)
@@ -468,18 +460,10 @@ class PostgresFeedbackStore(FeedbackStore):
                         raise FeedbackError(f"{self.path} holds no feedback events{which}; nothing to export")
                     with_rating = numeric == n
                     with open(tmp, "w", newline="", encoding="utf-8") as handle, db.cursor(name="export") as cursor:
-                        writer = csv.writer(handle)
-                        writer.writerow(EXPORT_COLUMNS if with_rating else ("user_id", "item_id", "timestamp"))
                         cursor.execute(
                             f"SELECT user_id, item_id, value_num, ts FROM feedback_events{where} ORDER BY ts, id", args
                         )
-                        while batch := cursor.fetchmany(_FETCH):
-                            for user, item, value, ts in batch:
-                                stamp = math.floor(ts)
-                                writer.writerow(
-                                    (user, item, _number(value), stamp) if with_rating else (user, item, stamp)
-                                )
-                            written += len(batch)
+                        written = _write_export(handle, cursor, with_rating)
             os.replace(tmp, path)
         except OSError as exc:
             raise FeedbackError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -507,3 +491,18 @@ def _split_value(value: float | str | None) -> tuple[float | None, str | None]:
 
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
+
+
+def _write_export(handle: Any, cursor: Any, with_rating: bool) -> int:
+    """Write the export CSV from a cursor over (user_id, item_id, value_num, ts) rows, in batches; returns the
+    number of rows. Without ratings on every event the rating column is left out (the generic loader needs a
+    rating on every row or on none)."""
+    writer = csv.writer(handle)
+    writer.writerow(EXPORT_COLUMNS if with_rating else ("user_id", "item_id", "timestamp"))
+    written = 0
+    while batch := cursor.fetchmany(_FETCH):
+        for user, item, value, ts in batch:
+            stamp = math.floor(ts)
+            writer.writerow((user, item, _number(value), stamp) if with_rating else (user, item, stamp))
+        written += len(batch)
+    return written
