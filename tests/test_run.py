@@ -151,3 +151,11 @@ def test_a_sample_of_users_ranks_exactly_as_in_the_full_evaluation(tiny_run: Pat
     part = rank_users(score_fn, rec.split, "valid", sample=sample)
     for name, values in part.items():
         assert np.allclose(values, full[name][sample])
+
+
+def test_blend_weights_must_be_finite_and_bounded(tiny_run: Path) -> None:
+    rec = Recommender.load(tiny_run)
+    for weight in (float("inf"), float("nan"), 1e308, -1e7):
+        with pytest.raises(MtlrecError, match="must be a finite number"):
+            rec.recommend("u1", blend={"interest": weight})
+    assert len(rec.recommend("u1", k=3, blend={"interest": 1e6})) == 3

@@ -266,6 +266,15 @@ def test_bad_blend_lists_the_valid_tasks(client: TestClient) -> None:
     assert body["detail"] == {"valid": ["interest", "rating"]}
 
 
+def test_reload_of_a_path_the_system_refuses_is_a_422_not_a_500(secured: TestClient, tiny_run: Path) -> None:
+    # Found by schemathesis (tests/test_serve_fuzz.py): a run_dir over the file system's name limit made
+    # Path.is_dir() raise OSError (ENAMETOOLONG), which was a 500.
+    headers = {"X-API-Key": API_KEY}
+    body = assert_error(secured.post("/admin/reload", json={"run_dir": "0" * 4096}, headers=headers), 422)
+    assert "File name too long" in body["error"] and f"still serving {tiny_run}" in body["error"]
+    assert secured.get("/ready").json()["run"] == str(tiny_run)
+
+
 # -- items ----------------------------------------------------------------------------------------------------------
 def test_item_and_similar_items_by_learned_and_text_vectors(client: TestClient, rec: Recommender) -> None:
     item = client.get("/items/i6").json()

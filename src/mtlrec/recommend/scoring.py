@@ -3,6 +3,7 @@ start: ``recommend_new_user`` and the cold-users evaluation) go through ``new_us
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,10 +13,16 @@ from mtlrec.errors import ConfigError
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.tasks.base import Task
 
+MAX_BLEND_WEIGHT = 1e6  # beyond this, blended float32 scores overflow to inf and rankings become meaningless
+
 
 def check_blend(blend: dict[str, float], tasks: dict[str, Task]) -> dict[str, float]:
     """Blend weights must name rankable tasks of the model; unknown names fail listing the valid ones."""
     rankable = [name for name, task in tasks.items() if task.rankable]
+    for name, weight in blend.items():
+        if not math.isfinite(weight) or abs(weight) > MAX_BLEND_WEIGHT:
+            raise ConfigError(f"blend: the weight of '{name}' must be a finite number of size at most "
+                              f"{MAX_BLEND_WEIGHT:g} (scores are blended in float32), got {weight}")  # fmt: skip
     for name in blend:
         if name not in rankable:
             valid = ", ".join(rankable)

@@ -296,8 +296,9 @@ def swap_model(app: FastAPI, run_dir: Path | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             model = ServingModel.load(target)
-        except MtlrecError as exc:
-            raise ServeError(422, f"could not load {target}: {exc}; still serving {app.state.run_dir}") from None
+        except (MtlrecError, OSError) as exc:  # OSError: a path the system refuses (too long, no permission)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ServeError(422, f"could not load {target}: {why}; still serving {app.state.run_dir}") from None
         previous: ServingModel | None = app.state.model
         app.state.model, app.state.run_dir = model, target
         seconds = time.perf_counter() - started
