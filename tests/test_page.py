@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import running_server  # noqa: E402
 from mtlrec.serve import create_app  # noqa: E402
 from mtlrec.serve.page import STATIC_DIR  # noqa: E402
 
@@ -88,27 +86,9 @@ def chromium_path() -> str:
 
 @pytest.fixture()
 def live_server(tiny_run: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    import uvicorn
-
     db = tmp_path / "feedback.sqlite"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # a free port, held until the server takes the socket
-    port = sock.getsockname()[1]
-    app = create_app(tiny_run, feedback_db=db, api_key=API_KEY)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the server did not start within 60 s"
-        yield f"http://127.0.0.1:{port}", db
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with running_server(create_app(tiny_run, feedback_db=db, api_key=API_KEY)) as url:
+        yield url, db
 
 
 def _json(url: str, body: dict[str, Any] | None = None) -> Any:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import sqlite3
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import running_server  # noqa: E402
 from mtlrec import Recommender  # noqa: E402
 from mtlrec.serve import auth, create_app  # noqa: E402
 from mtlrec.train.data import histories  # noqa: E402
@@ -483,26 +482,8 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient, tiny_run
 
 # -- a real server ----------------------------------------------------------------------------------------------------
 def test_a_real_uvicorn_server_answers_on_loopback(tiny_run: Path) -> None:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # a free port, held until the server takes the socket
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the server did not start within 60 s"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+    with running_server(create_app(tiny_run)) as url:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
             assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/recommend?user=u1&k=2", timeout=10) as response:
+        with urllib.request.urlopen(f"{url}/recommend?user=u1&k=2", timeout=10) as response:
             assert len(json.loads(response.read())["items"]) == 2
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-    assert not thread.is_alive()
