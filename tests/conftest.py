@@ -131,3 +131,14 @@ def running_server(app: object) -> Iterator[str]:
         thread.join(timeout=30)
         sock.close()
         assert not thread.is_alive(), "the server did not stop within 30 s"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``mtlrec ARGS`` in-process: (exit status, stdout, stderr)."""
+    from mtlrec.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err

@@ -7,29 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
-from mtlrec.cli import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
+from conftest import run_cli, tiny_overrides
 
 
 def test_recommend_prints_titles_and_json(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["recommend", str(tiny_run), "--user", "u3", "-k", "4", "--json"], capsys)
+    code, out, _ = run_cli(["recommend", str(tiny_run), "--user", "u3", "-k", "4", "--json"], capsys)
     assert code == 0
     items = json.loads(out)
     assert len(items) == 4 and all("title" in i and "scores" in i for i in items)
-    code, out, _ = run(["recommend", str(tiny_run), "--user", "u3", "-k", "2"], capsys)
+    code, out, _ = run_cli(["recommend", str(tiny_run), "--user", "u3", "-k", "2"], capsys)
     assert code == 0 and items[0]["item_id"] in out
 
 
 def test_evaluate_prints_the_metrics(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["evaluate", str(tiny_run), "--json"], capsys)
+    code, out, _ = run_cli(["evaluate", str(tiny_run), "--json"], capsys)
     stored = json.loads((tiny_run / "metrics.json").read_text())
     assert code == 0
     assert json.loads(out)["test"]["ndcg@10"] == pytest.approx(stored["test"]["ndcg@10"])
@@ -52,7 +43,7 @@ def test_user_errors_exit_2_with_one_line(
     args: list[str], message: str, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "empty").mkdir()
-    code, _, err = run([a.format(run=tiny_run, tmp=tmp_path) for a in args], capsys)
+    code, _, err = run_cli([a.format(run=tiny_run, tmp=tmp_path) for a in args], capsys)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
@@ -64,7 +55,7 @@ def test_bad_data_file_is_named_with_its_line(world: Path, tmp_path: Path, capsy
     lines[5] = lines[5].rsplit(",", 2)[0] + ",five,1000"
     bad.write_text("\n".join(lines) + "\n")
     overrides = tiny_overrides(world)
-    code, _, err = run(["train", "--output", str(tmp_path / "r"), "--dataset", "generic", "--data-path", str(bad),
+    code, _, err = run_cli(["train", "--output", str(tmp_path / "r"), "--dataset", "generic", "--data-path", str(bad),
                         "--items-path", overrides["data.items_path"], "--encoder", "hashing", "--epochs", "1",
                         "--no-progress"], capsys)  # fmt: skip
     assert code == 2
@@ -74,7 +65,7 @@ def test_bad_data_file_is_named_with_its_line(world: Path, tmp_path: Path, capsy
 def test_train_command_writes_a_run(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     o = tiny_overrides(world, **{"train.epochs": 1})
     sets = [f"--set={k}={json.dumps(v)}" for k, v in o.items() if k.startswith(("model.", "train.", "text."))]
-    code, out, _ = run(["train", "--output", str(tmp_path / "r"), "--dataset", "generic", "--data-path",
+    code, out, _ = run_cli(["train", "--output", str(tmp_path / "r"), "--dataset", "generic", "--data-path",
                         o["data.data_path"], "--items-path", o["data.items_path"], "--tasks", "interest:0.6,genre:0.4",
                         "--no-progress", *sets], capsys)  # fmt: skip
     assert code == 0
@@ -84,7 +75,7 @@ def test_train_command_writes_a_run(world: Path, tmp_path: Path, capsys: pytest.
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["--help"], capsys)
+    code, out, _ = run_cli(["--help"], capsys)
     assert code == 0
     for command in ("train", "evaluate", "recommend", "data"):
         assert command in out

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from mtlrec.cli import main
+from conftest import run_cli
 from mtlrec.data import load_dataset
 from mtlrec.serve.feedback import (
     FeedbackError,
@@ -31,14 +31,6 @@ from mtlrec.serve.feedback import (
     mask_url,
     open_feedback_store,
 )
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
 
 
 def rated(user: str, item: str, value: float | str | None, ts: float | None, kind: str = "rating") -> FeedbackEvent:
@@ -306,7 +298,7 @@ def test_serve_passes_a_postgres_url_to_workers_unchanged_and_logs_it_masked(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = pg_target
-    code, _, err = run(["serve", str(tiny_run), "--workers", "2", "--feedback-db", target], capsys)
+    code, _, err = run_cli(["serve", str(tiny_run), "--workers", "2", "--feedback-db", target], capsys)
     assert code == 0, err
     assert os.environ["MTLREC_SERVE_FEEDBACK_DB"] == target  # not turned into a path
     from fastapi.testclient import TestClient
@@ -334,12 +326,14 @@ def test_feedback_export_command(target: str, tmp_path: Path, capsys: pytest.Cap
     with open_feedback_store(target) as store:
         store.add([rated("u1", "i1", 5, 100.0), rated("u2", "i1", 3, 200.0), rated("u2", "i2", None, 300.0, "click")])
     out = tmp_path / "out.csv"
-    code, _, err = run(
+    code, _, err = run_cli(
         ["feedback", "export", "--feedback-db", target, "--output", str(out), "--types", "rating"], capsys
     )
     assert code == 0 and "2 events written" in err
     assert len(load_dataset("generic", data_path=out).interactions) == 2
-    code, _, err = run(["feedback", "export", "--feedback-db", str(tmp_path / "nope.sqlite"), "-o", str(out)], capsys)
+    code, _, err = run_cli(
+        ["feedback", "export", "--feedback-db", str(tmp_path / "nope.sqlite"), "-o", str(out)], capsys
+    )
     assert code == 2 and "no feedback database" in err and "Traceback" not in err
 
 
@@ -360,7 +354,7 @@ def test_serve_binds_loopback_by_default(
 ) -> None:
     from fastapi import FastAPI
 
-    code, _, err = run(["serve", str(tiny_run)], capsys)
+    code, _, err = run_cli(["serve", str(tiny_run)], capsys)
     assert code == 0, err
     ((args, kwargs),) = captured_uvicorn
     assert isinstance(args[0], FastAPI)
@@ -376,7 +370,9 @@ def test_serve_with_workers_passes_the_settings_to_each_worker(
 ) -> None:
     monkeypatch.setenv("MTLREC_API_KEY", "from-the-environment")
     db = tmp_path / "fb.sqlite"
-    code, _, err = run(["serve", str(tiny_run), "--workers", "2", "--port", "9001", "--feedback-db", str(db)], capsys)
+    code, _, err = run_cli(
+        ["serve", str(tiny_run), "--workers", "2", "--port", "9001", "--feedback-db", str(db)], capsys
+    )
     assert code == 0, err
     ((args, kwargs),) = captured_uvicorn
     assert args == ("mtlrec.serve.app:app_from_env",) and kwargs["factory"] is True and kwargs["workers"] == 2
@@ -417,7 +413,7 @@ def test_serve_errors_exit_2_with_one_line(
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    code, _, err = run([a.format(run=tiny_run, tmp=tmp_path) for a in args], capsys)
+    code, _, err = run_cli([a.format(run=tiny_run, tmp=tmp_path) for a in args], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert captured_uvicorn == []
 
@@ -432,6 +428,8 @@ def test_serve_warns_when_listening_beyond_loopback_without_a_key(
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("[::1]")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.7")
-    code, _, err = run(["serve", str(tiny_run), "--host", "0.0.0.0", "--feedback-db", str(tmp_path / "f.db")], capsys)
+    code, _, err = run_cli(
+        ["serve", str(tiny_run), "--host", "0.0.0.0", "--feedback-db", str(tmp_path / "f.db")], capsys
+    )
     assert code == 0 and "reachable from other machines" in err and "MTLREC_API_KEY" in err
     assert captured_uvicorn[0][1]["host"] == "0.0.0.0"

@@ -35,12 +35,18 @@ COLD_STREAM = 1  # second key of the cold items' seed: [split_seed, COLD_STREAM]
 STAGE = "test"
 
 
+def seeded_share(n: int, share: float, seed: int, stream: int, what: str) -> np.ndarray:
+    """The first ``round(share * n)`` of ``default_rng([seed, stream]).permutation(n)``, int64 sorted: the held-out
+    items or users of a cold-start protocol (each protocol has its own ``stream``)."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the share of cold {what} must be in [0, 1), got {share}")
+    count = int(round(share * n))
+    return np.sort(np.random.default_rng([seed, stream]).permutation(n)[:count]).astype(np.int64)
+
+
 def cold_item_set(n_items: int, share: float, seed: int = 0) -> np.ndarray:
     """The held-out items, int64 sorted: a seeded ``share`` of ``n_items`` (empty when ``share`` is 0)."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"the share of cold items must be in [0, 1), got {share}")
-    count = int(round(share * n_items))
-    return np.sort(np.random.default_rng([seed, COLD_STREAM]).permutation(n_items)[:count]).astype(np.int64)
+    return seeded_share(n_items, share, seed, COLD_STREAM, "items")
 
 
 def hold_out_items(split: Split, items: np.ndarray) -> Split:

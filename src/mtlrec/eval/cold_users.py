@@ -37,6 +37,7 @@ import torch
 from mtlrec.data.splits import TRAIN, Split
 from mtlrec.eval import metrics
 from mtlrec.eval.baselines import content_knn, most_popular
+from mtlrec.eval.cold_start import seeded_share
 from mtlrec.eval.evaluator import ScoreFn
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.recommend.scoring import new_user_scores
@@ -51,10 +52,7 @@ METHODS = ("mtlrec", "most_popular", "content_knn")
 
 def cold_user_set(n_users: int, share: float, seed: int = 0) -> np.ndarray:
     """The held-out users, int64 sorted: a seeded ``share`` of ``n_users`` (empty when ``share`` is 0)."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"the share of cold users must be in [0, 1), got {share}")
-    count = int(round(share * n_users))
-    return np.sort(np.random.default_rng([seed, COLD_USER_STREAM]).permutation(n_users)[:count]).astype(np.int64)
+    return seeded_share(n_users, share, seed, COLD_USER_STREAM, "users")
 
 
 def _keep(split: Split, keep: np.ndarray) -> Split:
