@@ -4,16 +4,20 @@ feedback lost when the server is SIGKILLed.
     MTLREC_DATA_DIR=../shared/datasets python benchmarks/serve_load.py --run RUN_DIR [--seconds 60]
 
 Without --run, a default MovieLens-100K run is trained first (`mtlrec train`) into a temporary folder. The server is
-the real one, a subprocess: `mtlrec serve RUN --port FREE --feedback-db TMP/feedback.sqlite --threads 1` on
-127.0.0.1. This process drives it over loopback with an async httpx client (asyncio, N concurrent workers):
+the real one, a subprocess: `mtlrec serve RUN --port FREE --feedback-db TMP/feedback.sqlite --workers 2 --threads 1`
+on 127.0.0.1. This process drives it over loopback with benchmarks/loadgen.py (asyncio streams, keep-alive):
 
 1. start-up: process start until the first `GET /ready` answers 200, then the first `POST /recommend {"text"}`
    (the language model loads on the first text query);
-2. `GET /recommend?user=U&k=10` (U drawn from the run's users), 32 workers, --seconds long;
-3. `POST /feedback`, 16 workers, 10,000 events, one per request, each with its own Idempotency-Key; then the rows in
-   the SQLite file are counted;
-4. `POST /feedback` again (16 workers, 5,000 events); the server is SIGKILLed once ~2,000 have had a 201, then
-   restarted on the same file, and every acknowledged event's key must be in the store.
+2. `GET /recommend?user=U&k=10` (U drawn from the run's users), 32 connections back to back for --seconds: the
+   most the server does (closed loop);
+3. the same at a fixed --rate (400 requests/s by default) over 32 connections for --seconds (open loop, latency
+   from when each request was due): the latency a client sees at that rate;
+4. `POST /feedback`, 16 connections, 10,000 events, one per request, each with its own Idempotency-Key; then the rows
+   in the SQLite file are counted;
+5. `POST /feedback` again (16 connections, 5,000 events); the server (its whole process group: supervisor and
+   workers) is SIGKILLed once ~2,000 have had a 201, then restarted on the same file, and every acknowledged
+   event's key must be in the store.
 
 Client and server share this machine's cores: the client's own CPU time is reported beside the figures.
 Writes benchmarks/results/serve_load.json and serve_load.md.
@@ -37,13 +41,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+from loadgen import closed_loop, open_loop, summary
 
 from mtlrec import __version__
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"recommend_rps": 400.0, "recommend_p99_ms": 50.0, "startup_s": 10.0}
 
 
 def mtlrec_command() -> list[str]:
@@ -75,9 +80,12 @@ def machine() -> str:
 class Server:
     """`mtlrec serve` as a subprocess; its output goes to a log file (a pipe nobody reads would fill and block)."""
 
-    def __init__(self, run: Path, db: Path, port: int, api_key: str, log: Path, threads: int, log_level: str):
+    def __init__(self, run: Path, db: Path, port: int, api_key: str, log: Path, workers: int, threads: int,
+                 log_level: str):  # fmt: skip
         self.cmd = mtlrec_command() + ["serve", str(run), "--port", str(port), "--feedback-db", str(db),
-                                       "--threads", str(threads), "--log-level", log_level]  # fmt: skip
+                                       "--workers", str(workers), "--threads", str(threads),
+                                       "--log-level", log_level]  # fmt: skip
+        self.port = port
         self.env = {**os.environ, "MTLREC_API_KEY": api_key}
         self.base = f"http://127.0.0.1:{port}"
         self.log = log
@@ -87,7 +95,8 @@ class Server:
         """Start the process; seconds until `GET /ready` first answers 200."""
         out = self.log.open("ab")
         start = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # its own process group: kill() takes the workers too
         out.close()
         with httpx.Client(base_url=self.base, timeout=2.0) as client:
             while time.perf_counter() - start < timeout:
@@ -103,13 +112,14 @@ class Server:
         raise RuntimeError(f"server not ready after {timeout:.0f}s; see {self.log}:\n{self.tail()}")
 
     def kill(self) -> None:
+        """SIGKILL the supervisor and its workers at once (a crashed machine or container)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -131,58 +141,35 @@ class Server:
             return ""
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
+def recommend_request(users: list[str], seed: int):  # noqa: ANN201 - a loadgen.Maker
+    rng = random.Random(seed)
+    paths = [f"/recommend?user={quote(u)}&k=10".encode("ascii") for u in users]
+
+    def make(n: int, j: int) -> tuple[str, str, bytes, dict[str, str]]:
+        return "GET", rng.choice(paths).decode("ascii"), b"", {}
+
+    return make
 
 
-def summary(latencies: list[float], elapsed: float, errors: int, client_cpu: float, **extra) -> dict:
-    lat = sorted(latencies)
-    ms = {f"p{q}_ms": round(percentile(lat, q) * 1000, 2) for q in (50, 95, 99)}
-    return {"ok": len(lat), "errors": errors, "seconds": round(elapsed, 2),
-            "throughput_rps": round(len(lat) / elapsed, 1) if elapsed > 0 else 0.0, **ms,
-            "max_ms": round(lat[-1] * 1000, 2) if lat else None,
-            "client_cpu_share": round(client_cpu / elapsed, 2) if elapsed > 0 else None, **extra}  # fmt: skip
+def ten_items(status: int, body: bytes, j: int) -> str | None:
+    if status != 200:
+        return str(status)
+    return None if len(json.loads(body)["items"]) == 10 else "not 10 items"
 
 
-def client(base: str, workers: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    return httpx.AsyncClient(base_url=base, limits=limits, timeout=httpx.Timeout(30.0))
-
-
-async def recommend_load(base: str, users: list[str], workers: int, seconds: float, max_requests: int) -> dict:
-    rng = random.Random(0)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    issued = 0
-    async with client(base, workers) as http:
-        for user in rng.sample(users, min(len(users), 2 * workers)):  # warm-up: connections, first-call paths
-            await http.get("/recommend", params={"user": user, "k": 10})
-        cpu0, start = time.process_time(), time.perf_counter()
-        deadline = start + seconds
-
-        async def worker() -> None:
-            nonlocal issued
-            while time.perf_counter() < deadline and issued < max_requests:
-                issued += 1
-                user = rng.choice(users)
-                t0 = time.perf_counter()
-                try:
-                    response = await http.get("/recommend", params={"user": user, "k": 10})
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    continue
-                if response.status_code == 200 and len(response.json()["items"]) == 10:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    return summary(latencies, elapsed, sum(errors.values()), cpu, clients=workers, error_kinds=errors)
+def recommend_phases(base_port: int, users: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
+    """The closed-loop (saturation) and open-loop (at --rate) GET /recommend phases."""
+    host = "127.0.0.1"
+    warm = asyncio.run(closed_loop(host, base_port, args.clients, recommend_request(users, 1), ten_items,
+                                   seconds=60, max_requests=4 * args.clients))  # connections, first-call paths
+    if warm.errors:
+        raise RuntimeError(f"GET /recommend fails during warm-up: {warm.errors}")
+    saturation = asyncio.run(closed_loop(host, base_port, args.clients, recommend_request(users, 2), ten_items,
+                                         seconds=args.seconds, max_requests=args.max_requests))  # fmt: skip
+    at_rate = asyncio.run(open_loop(host, base_port, args.clients, recommend_request(users, 3), ten_items,
+                                    rate=args.rate, seconds=args.seconds))  # fmt: skip
+    return (summary(saturation, clients=args.clients, mode="closed loop"),
+            summary(at_rate, clients=args.clients, mode="open loop", offered_rps=args.rate))  # fmt: skip
 
 
 def event(users: list[str], items: list[str], tag: str, n: int) -> dict:
@@ -191,61 +178,36 @@ def event(users: list[str], items: list[str], tag: str, n: int) -> dict:
     return {"user": rng.choice(users), "item": rng.choice(items), "type": "rating", "value": float(rng.randint(1, 5))}
 
 
-async def feedback_load(
-    base: str,
-    api_key: str,
-    users: list[str],
-    items: list[str],
-    *,
-    tag: str,
-    events: int,
-    workers: int,
-    kill_after: int | None = None,
-    kill=None,
-) -> dict:
-    """POST `events` single-event requests; keys `{tag}-{n}`. With kill_after, `kill()` is called once that many
-    201s have come back; workers then stop sending (requests in flight get connection errors: not acknowledged)."""
+def feedback_phase(port: int, api_key: str, users: list[str], items: list[str], *, tag: str, events: int,
+                   clients: int, kill_after: int | None = None, kill=None) -> dict:  # fmt: skip
+    """POST `events` single-event requests; keys `{tag}-{j}`. With kill_after, `kill()` is called once that many
+    201s have come back; connections then stop sending (requests in flight get connection errors: not
+    acknowledged)."""
     acked: list[str] = []
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    connection_errors = 0
-    next_n = 0
-    killed_at: float | None = None
-    headers = {"X-API-Key": api_key}
-    async with client(base, workers) as http:
-        cpu0, start = time.process_time(), time.perf_counter()
+    killed_at: list[float] = []
+    start = time.perf_counter()
 
-        async def worker() -> None:
-            nonlocal next_n, connection_errors, killed_at
-            while next_n < events and killed_at is None:
-                n = next_n
-                next_n += 1
-                key = f"{tag}-{n}"
-                t0 = time.perf_counter()
-                try:
-                    response = await http.post(
-                        "/feedback", json=event(users, items, tag, n), headers={**headers, "Idempotency-Key": key}
-                    )
-                except httpx.TransportError:  # connection refused/reset, read error: the server is gone
-                    connection_errors += 1
-                    continue
-                if response.status_code == 201 and response.json().get("stored") == 1:
-                    latencies.append(time.perf_counter() - t0)
-                    acked.append(key)
-                    if kill_after is not None and killed_at is None and len(acked) >= kill_after:
-                        killed_at = time.perf_counter() - start
-                        kill()
-                else:
-                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+    def make(n: int, j: int) -> tuple[str, str, bytes, dict[str, str]]:
+        headers = {"Content-Type": "application/json", "X-API-Key": api_key, "Idempotency-Key": f"{tag}-{j}"}
+        return "POST", "/feedback", json.dumps(event(users, items, tag, j)).encode(), headers
 
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    result = summary(latencies, elapsed, sum(errors.values()) + connection_errors, cpu, clients=workers,
-                     sent=next_n, error_kinds=errors, connection_errors=connection_errors)  # fmt: skip
+    def stored(status: int, body: bytes, j: int) -> str | None:
+        if status != 201 or json.loads(body).get("stored") != 1:
+            return str(status)
+        acked.append(f"{tag}-{j}")
+        if kill_after is not None and not killed_at and len(acked) >= kill_after:
+            killed_at.append(time.perf_counter() - start)
+            kill()
+        return None
+
+    result = asyncio.run(closed_loop("127.0.0.1", port, clients, make, stored, seconds=3600, max_requests=events,
+                                     stop=lambda: bool(killed_at)))  # fmt: skip
+    connection_errors = sum(v for k, v in result.errors.items() if not k.isdigit())
+    out = summary(result, clients=clients, connection_errors=connection_errors)
     if kill_after is not None:
-        result["killed_after_s"] = None if killed_at is None else round(killed_at, 2)
-    result["acked_keys"] = acked
-    return result
+        out["killed_after_s"] = round(killed_at[0], 2) if killed_at else None
+    out["acked_keys"] = acked
+    return out
 
 
 def stored_keys(db: Path, prefix: str) -> set[str]:
@@ -270,13 +232,15 @@ def train_default(tmp: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="A run directory (default: train a default ml-100k run first).")
-    parser.add_argument("--seconds", type=float, default=60.0, help="Length of the GET /recommend phase.")
-    parser.add_argument("--max-requests", type=int, default=10_000_000, help="Cap on GET /recommend requests.")
-    parser.add_argument("--clients", type=int, default=32, help="Concurrent GET /recommend workers.")
+    parser.add_argument("--seconds", type=float, default=60.0, help="Length of each GET /recommend phase.")
+    parser.add_argument("--rate", type=float, default=400.0, help="Requests/s of the open-loop GET /recommend phase.")
+    parser.add_argument("--max-requests", type=int, default=10_000_000, help="Cap on closed-loop GET /recommend.")
+    parser.add_argument("--clients", type=int, default=32, help="Concurrent GET /recommend connections.")
     parser.add_argument("--feedback-clients", type=int, default=16)
     parser.add_argument("--feedback-events", type=int, default=10_000)
     parser.add_argument("--kill-events", type=int, default=5_000)
     parser.add_argument("--kill-after", type=int, default=2_000, help="SIGKILL the server after this many 201s.")
+    parser.add_argument("--workers", type=int, default=2, help="--workers of `mtlrec serve` (one per core).")
     parser.add_argument("--threads", type=int, default=1, help="--threads of `mtlrec serve`.")
     parser.add_argument("--log-level", default="info", help="--log-level of `mtlrec serve` (info logs each request).")
     parser.add_argument("--start-timeout", type=float, default=120.0)
@@ -289,7 +253,8 @@ def main() -> None:
         ids = json.loads((run / "ids.json").read_text())
         users, items = [str(u) for u in ids["users"]], [str(i) for i in ids["items"]]
         db, api_key = tmp / "feedback.sqlite", secrets.token_urlsafe(32)
-        server = Server(run, db, free_port(), api_key, tmp / "server.log", args.threads, args.log_level)
+        server = Server(run, db, free_port(), api_key, tmp / "server.log", args.workers, args.threads,
+                        args.log_level)  # fmt: skip
         shown = " ".join(["mtlrec"] + server.cmd[server.cmd.index("serve") :])
         result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "mtlrec": __version__, "machine": machine(),
                         "run": str(run.resolve()), "server": shown, "users": len(users),
@@ -308,15 +273,16 @@ def main() -> None:
                                  round(second_text_s, 3), "second_text_status": second.status_code}  # fmt: skip
             print(f"start-up: ready {ready_s:.2f}s, first text query {first_text_s:.2f}s", flush=True)
 
-            # 2. GET /recommend
-            rec = asyncio.run(recommend_load(server.base, users, args.clients, args.seconds, args.max_requests))
-            result["recommend"] = rec
-            print(f"GET /recommend: {rec['throughput_rps']} req/s, p50 {rec['p50_ms']} p95 {rec['p95_ms']} "
-                  f"p99 {rec['p99_ms']} ms, errors {rec['errors']}", flush=True)  # fmt: skip
+            # 2-3. GET /recommend: as fast as it goes, then at --rate
+            most, at_rate = recommend_phases(server.port, users, args)
+            result["recommend_saturation"], result["recommend_at_rate"] = most, at_rate
+            for name, r in (("closed loop", most), (f"at {args.rate:g} req/s", at_rate)):
+                print(f"GET /recommend, {name}: {r['throughput_rps']} req/s, p50 {r['p50_ms']} p95 {r['p95_ms']} "
+                      f"p99 {r['p99_ms']} ms, errors {r['errors']}", flush=True)  # fmt: skip
 
-            # 3. POST /feedback, 10,000 events
-            fb = asyncio.run(feedback_load(server.base, api_key, users, items, tag="load",
-                                           events=args.feedback_events, workers=args.feedback_clients))  # fmt: skip
+            # 4. POST /feedback, 10,000 events
+            fb = feedback_phase(server.port, api_key, users, items, tag="load", events=args.feedback_events,
+                                clients=args.feedback_clients)  # fmt: skip
             fb["acknowledged"] = len(fb.pop("acked_keys"))
             fb["rows_stored"] = count_rows(db)
             fb["rows_with_load_keys"] = len(stored_keys(db, "load-"))
@@ -326,10 +292,10 @@ def main() -> None:
                   f"{fb['acknowledged']} acknowledged, {fb['rows_stored']} rows, errors {fb['errors']}",
                   flush=True)  # fmt: skip
 
-            # 4. SIGKILL mid-run, restart on the same file, every 201 must be there
-            kill = asyncio.run(feedback_load(server.base, api_key, users, items, tag="kill",
-                                             events=args.kill_events, workers=args.feedback_clients,
-                                             kill_after=args.kill_after, kill=server.kill))  # fmt: skip
+            # 5. SIGKILL mid-run, restart on the same file, every 201 must be there
+            kill = feedback_phase(server.port, api_key, users, items, tag="kill", events=args.kill_events,
+                                  clients=args.feedback_clients, kill_after=args.kill_after,
+                                  kill=server.kill)  # fmt: skip
             acked = set(kill.pop("acked_keys"))
             restart_s = server.start(args.start_timeout)
             stored = stored_keys(db, "kill-")
@@ -346,17 +312,22 @@ def main() -> None:
             server.stop()
             result["server_log_problems"] = server.problems()
 
-    rec, fb, kill, start = result["recommend"], result["feedback"], result["sigkill"], result["startup"]
+    most, at_rate = result["recommend_saturation"], result["recommend_at_rate"]
+    fb, kill, start = result["feedback"], result["sigkill"], result["startup"]
     result["targets"] = {
-        "recommend_rps >= 400": {"value": rec["throughput_rps"], "met": rec["throughput_rps"] >= 400},
-        "recommend_p99_ms <= 50": {"value": rec["p99_ms"], "met": rec["p99_ms"] <= 50},
+        "recommend_rps >= 400 (closed loop)": {"value": most["throughput_rps"],
+                                               "met": most["throughput_rps"] >= 400},
+        f"recommend at {args.rate:g} req/s: p99_ms <= 50": {"value": at_rate["p99_ms"],
+                                                             "met": at_rate["p99_ms"] <= 50},
+        "recommend errors == 0": {"value": most["errors"] + at_rate["errors"],
+                                  "met": most["errors"] + at_rate["errors"] == 0},
         f"feedback rows == {args.feedback_events}": {
             "value": fb["rows_stored"],
             "met": fb["rows_stored"] == fb["rows_with_load_keys"] == args.feedback_events,
         },
         "acknowledged lost == 0": {"value": kill["acknowledged_missing"], "met": kill["acknowledged_missing"] == 0},
         "startup_s <= 10": {"value": start["ready_s"], "met": start["ready_s"] <= 10},
-    }
+    }  # fmt: skip
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result, args)
@@ -365,29 +336,37 @@ def main() -> None:
 
 
 def markdown(r: dict, args: argparse.Namespace) -> str:
-    rec, fb, kill, start = r["recommend"], r["feedback"], r["sigkill"], r["startup"]
+    most, at_rate = r["recommend_saturation"], r["recommend_at_rate"]
+    fb, kill, start = r["feedback"], r["sigkill"], r["startup"]
     yes = {True: "**met**", False: "**not met**"}
     lines = [f"# `mtlrec serve` under load ({r['date']})", "",
              f"Machine: {r['machine']}. Run: `{r['run']}` ({r['users']} users, {r['items']} items). "
-             f"Server: `{r['server']}` on 127.0.0.1; client: this script, asyncio + httpx, another process.", "",
+             f"Server: `{r['server']}` on 127.0.0.1; client: benchmarks/loadgen.py (asyncio, keep-alive), another "
+             "process.", "",
              "| phase | requests ok | errors | req/s | p50 ms | p95 ms | p99 ms | client CPU (cores) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, p in [
-        (f"GET /recommend k=10, {rec['clients']} clients, {args.seconds:g} s", rec),
-        (f"POST /feedback, {fb['clients']} clients, {args.feedback_events} events", fb),
-        (f"POST /feedback, {kill['clients']} clients, SIGKILL after {args.kill_after} 201s", kill),
+        (f"GET /recommend k=10, {most['clients']} connections back to back, {args.seconds:g} s", most),
+        (f"GET /recommend k=10, {at_rate['clients']} connections, {args.rate:g} req/s offered, {args.seconds:g} s",
+         at_rate),
+        (f"POST /feedback, {fb['clients']} connections, {args.feedback_events} events", fb),
+        (f"POST /feedback, {kill['clients']} connections, SIGKILL after {args.kill_after} 201s", kill),
     ]:
         lines.append(f"| {name} | {p['ok']} | {p['errors']} | {p['throughput_rps']} | {p['p50_ms']} | "
                      f"{p['p95_ms']} | {p['p99_ms']} | {p['client_cpu_share']} |")  # fmt: skip
     lines += ["",
+              "- Back to back (closed loop) shows the most the server does; its latency is queueing (32 connections / "
+              "throughput). At a fixed rate (open loop) latency counts from when each request was due, so requests a "
+              "stalled server delayed are charged to it.",
               f"- Start-up: `GET /ready` 200 after {start['ready_s']} s from process start; the first "
               f"`POST /recommend {{\"text\"}}` (loads the language model) took {start['first_text_recommend_s']} s, "
               f"the second {start['second_text_recommend_s']} s.",
               f"- Feedback: {fb['acknowledged']} events acknowledged (201), {fb['rows_stored']} rows in the SQLite "
               f"file ({fb['rows_with_load_keys']} with this phase's keys).",
-              f"- SIGKILL: killed {kill['killed_after_s']} s in; {kill['acknowledged']} events acknowledged, "
-              f"{kill['stored']} stored after restart ({kill['stored_not_acknowledged']} stored but never "
-              f"acknowledged: in flight at the kill), **{kill['acknowledged_missing']} acknowledged events missing**; "
+              f"- SIGKILL (supervisor and workers): killed {kill['killed_after_s']} s in; {kill['acknowledged']} "
+              f"events acknowledged, {kill['stored']} stored after restart ({kill['stored_not_acknowledged']} stored "
+              f"but never acknowledged: in flight at the kill), **{kill['acknowledged_missing']} acknowledged events "
+              "missing**; "
               f"{kill['connection_errors']} connection errors (not acknowledged), {kill['not_sent']} not sent; "
               f"restart ready in {kill['restart_ready_s']} s.", "",
               "| target | measured | |", "| --- | --- | --- |"]  # fmt: skip

@@ -229,7 +229,7 @@ def test_predict_and_describe(data: TrainingData) -> None:
     logits[2], logits[7], logits[11] = 3.0, 1.0, 2.0  # 25-34, F, writer
     prob = task.predict(logits)
     assert [float(p.sum()) for p in prob.split(task.sizes())] == pytest.approx([1.0, 1.0, 1.0])
-    described = task.describe(prob, [])
+    described = task.describe(prob.numpy(), [])
     assert list(described) == ["age=25-34", "gender=F", "occupation=writer"]
     assert described["gender=F"] == pytest.approx(float(torch.sigmoid(torch.tensor(1.0))), abs=1e-3)
 

@@ -343,7 +343,11 @@ def captured_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple, dict]
     uvicorn = pytest.importorskip("uvicorn")
     calls: list[tuple[tuple, dict]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
-    for name in ("MTLREC_API_KEY", "MTLREC_SERVE_RUN_DIR", "MTLREC_SERVE_FEEDBACK_DB", "MTLREC_SERVE_THREADS"):
+    import mtlrec.serve.workers
+
+    monkeypatch.setattr(mtlrec.serve.workers, "run_workers", lambda *args: calls.append((("run_workers", *args), {})))
+    for name in ("MTLREC_API_KEY", "MTLREC_SERVE_RUN_DIR", "MTLREC_SERVE_FEEDBACK_DB", "MTLREC_SERVE_THREADS",
+                 "MTLREC_SERVE_SCORE_CACHE_MB"):  # fmt: skip
         monkeypatch.setenv(name, "")  # recorded, so what `serve` sets is undone after the test
         monkeypatch.delenv(name)
     return calls
@@ -371,18 +375,19 @@ def test_serve_with_workers_passes_the_settings_to_each_worker(
     monkeypatch.setenv("MTLREC_API_KEY", "from-the-environment")
     db = tmp_path / "fb.sqlite"
     code, _, err = run_cli(
-        ["serve", str(tiny_run), "--workers", "2", "--port", "9001", "--feedback-db", str(db)], capsys
-    )
+        ["serve", str(tiny_run), "--workers", "2", "--port", "9001", "--feedback-db", str(db), "--score-cache-mb",
+         "64"], capsys,
+    )  # fmt: skip
     assert code == 0, err
-    ((args, kwargs),) = captured_uvicorn
-    assert args == ("mtlrec.serve.app:app_from_env",) and kwargs["factory"] is True and kwargs["workers"] == 2
-    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 9001)
+    ((args, _),) = captured_uvicorn
+    assert args[:4] == ("run_workers", 2, "127.0.0.1", 9001)  # a socket each (serve/workers.py)
     assert os.environ["MTLREC_SERVE_RUN_DIR"] == str(tiny_run.resolve())
     assert os.environ["MTLREC_SERVE_FEEDBACK_DB"] == str(db.resolve()) and db.is_file()  # created up front
     assert os.environ["MTLREC_API_KEY"] == "from-the-environment"
     from mtlrec.serve.app import app_from_env
 
     app = app_from_env()  # what each worker builds
+    assert app.state.score_cache_mb == 64.0
     from fastapi.testclient import TestClient
 
     with TestClient(app) as client:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from mtlrec import Recommender  # noqa: E402
 from mtlrec.serve import create_app  # noqa: E402
 from mtlrec.serve.app import _reload_on_sighup  # noqa: E402
+from mtlrec.serve.batching import RecommendBatcher  # noqa: E402
 from mtlrec.serve.service import ServingModel  # noqa: E402
 
 KEY = "reload-key-for-tests"
@@ -78,15 +81,15 @@ def test_a_request_in_flight_finishes_on_its_model(
     newer = retrained(tiny_run, tmp_path / "newer")
     expected_old = [r["item_id"] for r in Recommender.load(tiny_run).recommend("u1", k=10)]
     entered, release = threading.Event(), threading.Event()
-    original = ServingModel.recommend
+    original = RecommendBatcher.recommend
 
-    def slow(self: ServingModel, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if self.run_dir == tiny_run:  # only the old model is slow
+    async def slow(self: RecommendBatcher, model: ServingModel, query: Any) -> dict:
+        if model.run_dir == tiny_run:  # the request holds the old model; it waits without blocking the server
             entered.set()
-            assert release.wait(10)
-        return original(self, *args, **kwargs)
+            assert await asyncio.to_thread(release.wait, 10)
+        return await original(self, model, query)
 
-    monkeypatch.setattr(ServingModel, "recommend", slow)
+    monkeypatch.setattr(RecommendBatcher, "recommend", slow)
     with TestClient(create_app(tiny_run, api_key=KEY)) as client:
         result: dict = {}
         worker = threading.Thread(target=lambda: result.update(r=client.get("/recommend", params={"user": "u1"})))

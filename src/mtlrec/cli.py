@@ -298,6 +298,11 @@ def serve(
         ),
     ] = None,  # fmt: skip
     threads: Annotated[int, typer.Option(help="Torch CPU threads per process (0 = torch's default).")] = 0,
+    score_cache_mb: Annotated[
+        float,
+        typer.Option(help="MiB per process of known users' catalogue scores kept between requests (exact: the "
+                     "model is frozen); 0 = compute every request."),
+    ] = 256.0,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Serve a trained run over HTTP: recommendations, items, pair scores, feedback, metrics (needs the 'serve'
@@ -308,7 +313,7 @@ def serve(
     from mtlrec.serve.server import serve as run_server
 
     run_server(run_dir, host=host, port=port, workers=workers, feedback_db=feedback_db, api_key=api_key,
-               threads=threads, log_level=log_level)  # fmt: skip
+               threads=threads, score_cache_mb=score_cache_mb, log_level=log_level)  # fmt: skip
 
 
 @feedback_app.command("export")

@@ -34,7 +34,16 @@ class PairLinear(nn.Module):
         self.cross = nn.Linear(dim, out, bias=False)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        if is_catalogue(user, item):
+            # W_x (u * i) + W_i i = (W_x diag(u) + W_i) i: one matmul per user, no [B, n, dim] product tensor
+            weight = torch.addcmul(self.item.weight, self.cross.weight, user)  # [B, out, dim]
+            return torch.matmul(item, weight.transpose(1, 2)).add_(self.user(user))  # [B, n, out]
         return self.cross(user * item) + self.user(user) + self.item(item)  # [..., out]
+
+
+def is_catalogue(user: torch.Tensor, item: torch.Tensor) -> bool:
+    """True for users [B, 1, dim] against a catalogue [1, n, dim] (how ``score_items`` broadcasts)."""
+    return user.dim() == 3 and item.dim() == 3 and user.shape[1] == 1 and item.shape[0] == 1
 
 
 class PairInput(PairLinear):

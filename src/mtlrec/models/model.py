@@ -90,7 +90,15 @@ class MultiTaskModel(nn.Module):
         """Logits of ``tasks`` for every item of the catalogue for each user: task -> [B, n_items]. ``users``
         None: new users known by their history only (:meth:`cold_user_repr`)."""
         user = self.cold_user_repr(history, mask) if users is None else self.user_repr(users, history, mask)
-        item = self.item_encoder.all()  # [n_items, dim]
+        return self.catalogue_logits(user, tasks)
+
+    def catalogue_logits(
+        self, user: torch.Tensor, tasks: list[str], items: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Logits of ``tasks`` for user representations [B, dim] against every item: task -> [B, n_items].
+        ``items``: the catalogue's representations [n_items, dim] when already computed (a frozen model being
+        served computes them once), else ``item_encoder.all()``."""
+        item = self.item_encoder.all() if items is None else items  # [n_items, dim]
         return self._heads(user[:, None, :], item[None, :, :], tasks)  # broadcast to [B, n_items, ...]
 
     def item_logits(self, task: str, items: torch.Tensor) -> torch.Tensor:

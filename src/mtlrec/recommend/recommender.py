@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,8 @@ import torch
 
 from mtlrec.errors import MtlrecError
 from mtlrec.recommend.artifact import Artifact, load_artifact
-from mtlrec.recommend.scoring import check_blend, new_user_scores, ranking_scores
+from mtlrec.recommend.cache import ScoreCache
+from mtlrec.recommend.scoring import blend_scores, check_blend, new_user_scores, ranking_scores
 from mtlrec.train.data import histories
 
 TEXT_NEIGHBOURS = 10  # items closest to a new user's text that stand in for their history
@@ -20,12 +24,25 @@ class UnknownUserError(MtlrecError):
     pass
 
 
+@dataclass(frozen=True)
+class Query:
+    """One known user's request to :meth:`Recommender.recommend_many`; ``blend`` None is the run's default."""
+
+    user: str
+    k: int = 10
+    exclude_seen: bool = True
+    blend: dict[str, float] | None = None
+
+
 class Recommender:
     """Load with ``Recommender.load(run_dir)``. A user's history is everything known about them in the run
     (train, validation and test interactions); seen items are excluded from recommendations by default."""
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, cache_mb: float = 0) -> None:
+        """``cache_mb`` > 0 keeps up to that many MiB of known users' catalogue scores (``ScoreCache``): a returning
+        user is ranked without a pass of the network. For servers; 0 computes every time."""
         self.artifact = artifact
+        self.cache = ScoreCache(cache_mb) if cache_mb > 0 else None
         self.model, self.tasks, self.split = artifact.model, artifact.tasks, artifact.split
         self.item_ids: list[str] = list(artifact.item_ids)
         self.user_ids: list[str] = list(artifact.user_ids)
@@ -35,10 +52,13 @@ class Recommender:
         self.default_blend = dict(artifact.config.eval.blend)
         self._titles = artifact.items["title"].tolist()
         self._categories = [list(c) for c in artifact.items["categories"]]
+        self.model.eval()
+        with torch.no_grad():  # the model is frozen from here on: the catalogue's representations, once
+            self.item_reprs = self.model.item_encoder.all()  # [n_items, dim]
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> Recommender:
-        return cls(load_artifact(run_dir))
+    def load(cls, run_dir: str | Path, cache_mb: float = 0) -> Recommender:
+        return cls(load_artifact(run_dir), cache_mb)
 
     def _rows(self, users: list[str]) -> np.ndarray:
         return _lookup(users, self._user_row, self.user_ids, "user", UnknownUserError)
@@ -63,13 +83,40 @@ class Recommender:
         self, user: str, k: int = 10, exclude_seen: bool = True, blend: dict[str, float] | None = None
     ) -> list[dict[str, Any]]:
         """The top ``k`` items: id, title, categories, the blended score and every task's prediction."""
-        blend = self._check(k, blend)
-        rows = self._rows([user])
-        end = self.split.offsets[1:][rows]  # everything known about the user
-        hist, mask = histories(self.split, rows, end, self.model.history_len)
-        score = ranking_scores(self.model, self.tasks, blend, rows, (hist, mask))[0][0]
-        user_repr = self.model.user_repr(torch.from_numpy(rows), hist, mask)  # [1, dim]
-        return self._top(score, user_repr, k, self.seen_items(user) if exclude_seen else None)
+        return self.recommend_many([Query(user, k, exclude_seen, blend)])[0]
+
+    @torch.no_grad()
+    def recommend_many(self, queries: Sequence[Query]) -> list[list[dict[str, Any]]]:
+        """:meth:`recommend` for several users in one pass of the network (a server batches requests that arrive
+        together this way): one list of top items per query, in order."""
+        blends = [self._check(q.k, q.blend) for q in queries]
+        rows = self._rows([q.user for q in queries])
+        user, logits = self._user_scores(rows, list(dict.fromkeys(name for blend in blends for name in blend)))
+        picks = []
+        for n, (query, blend) in enumerate(zip(queries, blends, strict=True)):
+            score = blend_scores(self.tasks, blend, logits[n])  # [n_items]
+            seen = self.split.items[self.split.offsets[rows[n]] : self.split.offsets[rows[n] + 1]]
+            picks.append(_pick(score, query.k, seen if query.exclude_seen else None))
+        return self._describe(user, picks)
+
+    def _user_scores(self, rows: np.ndarray, tasks: list[str]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """Known users' representations [B, dim] and, per user, catalogue logits of ``tasks`` (of every rankable
+        task with a cache, so one entry serves any blend), from the cache or one pass for the users not in it."""
+        found = [None if self.cache is None else self.cache.get(int(row)) for row in rows]
+        missing = [n for n, entry in enumerate(found) if entry is None]
+        if missing:
+            if self.cache is not None:
+                tasks = [name for name, task in self.tasks.items() if task.rankable]
+            todo = rows[missing]
+            end = self.split.offsets[1:][todo]  # everything known about the user
+            hist, mask = histories(self.split, todo, end, self.model.history_len)
+            user = self.model.user_repr(torch.from_numpy(todo), hist, mask)  # [M, dim]
+            logits = self.model.catalogue_logits(user, tasks, self.item_reprs)  # task -> [M, n_items]
+            for j, n in enumerate(missing):
+                found[n] = (user[j], {name: logits[name][j] for name in tasks})
+                if self.cache is not None:
+                    self.cache.put(int(rows[n]), *found[n])
+        return torch.stack([entry[0] for entry in found]), [entry[1] for entry in found]  # type: ignore[index]
 
     @torch.no_grad()
     def recommend_new_user(
@@ -95,7 +142,7 @@ class Recommender:
             raise MtlrecError("a new user needs liked items or a text about their tastes (both are empty)")
         items = np.concatenate([text_rows, liked_rows])  # oldest first: the liked items are the most recent
         score, (hist, mask) = new_user_scores(self.model, self.tasks, blend, [items])  # the cold-users evaluation's
-        return self._top(score[0], self.model.cold_user_repr(hist, mask), k, liked_rows)
+        return self._describe(self.model.cold_user_repr(hist, mask), [_pick(score[0], k, liked_rows)])[0]
 
     def _check(self, k: int, blend: dict[str, float] | None) -> dict[str, float]:
         if not 1 <= k <= len(self.item_ids):
@@ -124,24 +171,34 @@ class Recommender:
         top = torch.topk(similarity, min(TEXT_NEIGHBOURS, len(similarity))).indices.flip(0)
         return top.numpy().astype(np.int64)
 
-    def _top(self, score: torch.Tensor, user_repr: torch.Tensor, k: int, exclude: np.ndarray | None
-             ) -> list[dict[str, Any]]:  # fmt: skip
-        """The ``k`` best of ``score`` [n_items] (minus ``exclude``), each with every task's prediction."""
-        score = score.clone()
-        if exclude is not None and len(exclude):
-            score[torch.from_numpy(exclude)] = float("-inf")
-        k = min(k, int(torch.isfinite(score).sum()))
-        top = torch.topk(score, k).indices  # [k]
-        logits = self.model.pair_logits(user_repr.expand(k, -1), top)
-        out = []
-        for n, item in enumerate(top.tolist()):
-            per_task = {name: task.describe(task.predict(logits[name][n]), self.artifact.categories)
+    def _describe(self, user: torch.Tensor, picks: list[tuple[torch.Tensor, torch.Tensor]]
+                  ) -> list[list[dict[str, Any]]]:  # fmt: skip
+        """Each pick (item indexes, scores) of the user in the same row of ``user`` [B, dim] as a list of items with
+        every task's prediction; the predictions of all picks come from one forward pass."""
+        counts = torch.as_tensor([len(items) for items, _ in picks])
+        items = torch.cat([items for items, _ in picks])  # [R]
+        logits = self.model.pair_logits(torch.repeat_interleave(user, counts, dim=0), items)
+        predictions = {name: task.predict(logits[name]).numpy() for name, task in self.tasks.items()}
+        scores = torch.cat([score for _, score in picks]).tolist()
+        rows = []
+        for r, item in enumerate(items.tolist()):
+            per_task = {name: task.describe(predictions[name][r], self.artifact.categories)
                         for name, task in self.tasks.items()}  # fmt: skip
-            out.append({"item_id": self.item_ids[item], "title": self._titles[item],
-                        "categories": self._categories[item], "score": round(float(score[item]), 4),
-                        "scores": per_task})  # fmt: skip
-        return out
+            rows.append({"item_id": self.item_ids[item], "title": self._titles[item],
+                         "categories": self._categories[item], "score": round(scores[r], 4),
+                         "scores": per_task})  # fmt: skip
+        bounds = np.cumsum([0, *counts.tolist()])
+        return [rows[a:b] for a, b in itertools.pairwise(bounds)]
 
+
+def _pick(score: torch.Tensor, k: int, exclude: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best items of ``score`` [n_items] outside ``exclude`` (fewer when fewer are left): their indexes
+    and scores, best first."""
+    if exclude is not None and len(exclude):
+        score = score.clone()
+        score[torch.from_numpy(exclude)] = float("-inf")
+    top = torch.topk(score, min(k, int(torch.isfinite(score).sum())))
+    return top.indices, top.values
 
 def _lookup(ids: list[str], row_of: dict[str, int], known: list[str], kind: str, error: type[MtlrecError]
             ) -> np.ndarray:  # fmt: skip

@@ -1,5 +1,6 @@
-"""The one ranking score: evaluation, ``score_all`` and ``recommend`` all call ``ranking_scores``; new users (cold
-start: ``recommend_new_user`` and the cold-users evaluation) go through ``new_user_scores``, which calls it too."""
+"""The one ranking score: evaluation, ``score_all`` and ``recommend`` all blend task logits with ``blend_scores``
+(evaluation through ``ranking_scores``); new users (cold start: ``recommend_new_user`` and the cold-users
+evaluation) go through ``new_user_scores``, which calls ``ranking_scores`` too."""
 
 from __future__ import annotations
 
@@ -46,8 +47,13 @@ def ranking_scores(
     users known only by ``history`` (cold start)."""
     users_t = None if users is None else torch.from_numpy(users)
     logits = model.score_items(users_t, history[0], history[1], list(blend))
+    return blend_scores(tasks, blend, logits), logits
+
+
+def blend_scores(tasks: dict[str, Task], blend: dict[str, float], logits: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum over the blend of weight * the task's ranking score of its logits, as float32."""
     score = sum(weight * tasks[name].rank_score(logits[name]) for name, weight in blend.items())
-    return score.float(), logits  # type: ignore[union-attr]
+    return score.float()  # type: ignore[union-attr]
 
 
 def new_user_history(items: Sequence[np.ndarray], length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -213,6 +213,7 @@ class Ready(BaseModel):
     training: dict[str, Any]
     feedback: dict[str, Any]
     writes_need_api_key: bool
+    pid: int = Field(description="The server process that answered (with --workers N, one of N).")
 
 
 class ReloadRequest(BaseModel):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
+import logging.config
 import os
 import sys
 from pathlib import Path
 
 from mtlrec.errors import ArtifactError, ConfigError, MtlrecError
 from mtlrec.recommend.artifact import REQUIRED
+from mtlrec.recommend.cache import DEFAULT_MB as DEFAULT_CACHE_MB
 
 log = logging.getLogger("mtlrec.serve")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -42,6 +44,7 @@ def serve(
     feedback_db: str | Path | None = None,
     api_key: str | None = None,
     threads: int = 0,
+    score_cache_mb: float = DEFAULT_CACHE_MB,
     log_level: str = "info",
 ) -> None:
     """Serve ``run_dir`` until interrupted. ``workers`` > 1 starts that many processes (each loads the model)."""
@@ -67,6 +70,8 @@ def serve(
         raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got '{log_level}'")
     if threads < 0:
         raise ConfigError(f"--threads must be 0 (torch's default) or more, got {threads}")
+    if not 0 <= score_cache_mb < float("inf"):
+        raise ConfigError(f"--score-cache-mb must be 0 (no cache) or more, got {score_cache_mb}")
     if feedback_db is not None:
         open_feedback_store(feedback_db).close()  # creates it (or its tables) now, or says why it cannot
     log_config = logging_config(log_level)  # uvicorn applies it (in every worker)
@@ -76,7 +81,8 @@ def serve(
             warning += "; POST /feedback accepts writes from anyone (set MTLREC_API_KEY)"
         print(f"WARNING:  {warning}", file=sys.stderr, flush=True)  # logging is uvicorn's to set up
     if workers == 1:
-        app = create_app(run_dir, feedback_db=feedback_db, api_key=api_key, threads=threads)
+        app = create_app(run_dir, feedback_db=feedback_db, api_key=api_key, threads=threads,
+                         score_cache_mb=score_cache_mb)  # fmt: skip
         uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
         return
     # Worker processes build their own app from the environment (uvicorn needs an import string for workers).
@@ -87,19 +93,19 @@ def serve(
         feedback_db = str(feedback_db) if is_postgres_url(feedback_db) else str(Path(feedback_db).resolve())
         os.environ["MTLREC_SERVE_FEEDBACK_DB"] = feedback_db
     os.environ["MTLREC_SERVE_THREADS"] = str(threads)
+    os.environ["MTLREC_SERVE_SCORE_CACHE_MB"] = str(score_cache_mb)
     if api_key is None:
         os.environ.pop("MTLREC_API_KEY", None)
     else:
         os.environ["MTLREC_API_KEY"] = api_key
-    uvicorn.run(
-        "mtlrec.serve.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        log_config=log_config,
-    )
+    from mtlrec.serve.workers import reuse_port_supported, run_workers
+
+    if reuse_port_supported():  # a socket per worker: connections spread evenly (see serve/workers.py)
+        logging.config.dictConfig(log_config)
+        run_workers(workers, host, port, log_level, log_config)
+        return
+    uvicorn.run("mtlrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, log_config=log_config)  # fmt: skip
 
 
 def logging_config(level: str) -> dict:

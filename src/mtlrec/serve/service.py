@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from mtlrec.errors import ConfigError, MtlrecError
-from mtlrec.recommend import Recommender
-from mtlrec.recommend.scoring import check_blend
+from mtlrec.recommend import Query, Recommender
+from mtlrec.recommend.scoring import blend_scores, check_blend
 from mtlrec.train.data import histories
 
 MAX_K = 1000
@@ -74,10 +74,9 @@ class ServingModel:
         self._item_row = {item: row for row, item in enumerate(self.item_ids)}
         self._user_row = {user: row for row, user in enumerate(self.user_ids)}
         self.rankable = [name for name, task in rec.tasks.items() if task.rankable]
-        rec.model.eval()
-        with torch.no_grad():  # the model's item representations (id part + projected text), once
-            self.item_reprs = F.normalize(rec.model.item_encoder.all().float(), dim=-1)  # [n_items, dim]
-            self.text_vectors = F.normalize(rec.model.item_encoder.text.float(), dim=-1)  # [n_items, text_dim]
+        with torch.no_grad():  # unit vectors for cosine similarity: the model's item representations and texts'
+            self.item_vectors = F.normalize(rec.item_reprs.float(), dim=-1).numpy()  # [n_items, dim]
+            self.text_vectors = F.normalize(rec.model.item_encoder.text.float(), dim=-1).numpy()  # [n, text_dim]
         split = rec.split
         self.popularity = np.bincount(split.items, minlength=self.n_items)  # users who have each item, in the run
         items = rec.artifact.items
@@ -88,8 +87,9 @@ class ServingModel:
         self._text_lock = threading.Lock()
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> ServingModel:
-        return cls(Recommender.load(run_dir))
+    def load(cls, run_dir: str | Path, cache_mb: float = 0) -> ServingModel:
+        """``cache_mb``: MiB of known users' catalogue scores kept between requests (``Recommender``); 0: none."""
+        return cls(Recommender.load(run_dir, cache_mb))
 
     # -- describing the run ----------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -156,14 +156,11 @@ class ServingModel:
         _check_k(k)
         if by not in ("learned", "text"):
             raise ServeError(400, f"by must be 'learned' or 'text', got '{by}'", {"valid": ["learned", "text"]})
-        vectors = self.item_reprs if by == "learned" else self.text_vectors
+        vectors = self.item_vectors if by == "learned" else self.text_vectors
         similarity = vectors @ vectors[row]  # [n_items]
         similarity[row] = -math.inf
-        top = torch.topk(similarity, min(k, self.n_items - 1))
-        return [
-            {**self.brief(int(r)), "similarity": round(float(s), 4)}
-            for s, r in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        ]
+        top = np.argsort(-similarity, kind="stable")[: min(k, self.n_items - 1)]
+        return [{**self.brief(r), "similarity": round(float(similarity[r]), 4)} for r in top.tolist()]
 
     # -- recommendations -------------------------------------------------------------------------------------------
     def _blend(self, blend: dict[str, float] | None) -> dict[str, float]:
@@ -192,26 +189,53 @@ class ServingModel:
     def _with_reasons(self, recs: list[dict[str, Any]], liked: np.ndarray) -> list[dict[str, Any]]:
         """Each recommendation gets ``because``: the ``liked`` items most similar to it (cosine of the model's item
         representations, itself excluded), and ``reason``: "because you liked <title of the most similar>"."""
-        if not recs:
-            return recs
-        rows = torch.as_tensor([self._item_row[r["item_id"]] for r in recs])
-        liked_t = torch.as_tensor(np.asarray(liked, dtype=np.int64))
+        if not recs or not len(liked):
+            return [{**rec, "reason": None, "because": []} for rec in recs]
+        rows = np.asarray([self._item_row[r["item_id"]] for r in recs], dtype=np.int64)
+        similarity = self.item_vectors[rows] @ self.item_vectors[liked].T  # [k, n_liked]
+        similarity[rows[:, None] == liked[None, :]] = -math.inf  # never "because you liked <itself>"
+        nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :REASON_ITEMS]  # [k, <= REASON_ITEMS]
         out = []
-        if len(liked_t):
-            similarity = self.item_reprs[rows] @ self.item_reprs[liked_t].T  # [k, n_liked]
-            similarity[rows[:, None] == liked_t[None, :]] = -math.inf  # never "because you liked <itself>"
-        for n, rec in enumerate(recs):
-            because: list[dict[str, Any]] = []
-            if len(liked_t):
-                top = torch.topk(similarity[n], min(REASON_ITEMS, len(liked_t)))
-                because = [
-                    {**self.brief(int(liked_t[j])), "similarity": round(float(s), 4)}
-                    for s, j in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-                    if math.isfinite(s)
-                ]
+        for rec, sims, order in zip(recs, similarity, nearest.tolist(), strict=True):
+            because = [{**self.brief(int(liked[j])), "similarity": round(float(sims[j]), 4)}
+                       for j in order if math.isfinite(sims[j])]  # fmt: skip
             reason = f"because you liked {because[0]['title']}" if because else None
             out.append({**rec, "reason": reason, "because": because})
         return out
+
+    def query(
+        self, user: str, k: int = 10, exclude_seen: bool = True, blend: dict[str, float] | None = None
+    ) -> Query | None:
+        """A checked request for ``user``'s top ``k`` (ServeError on a bad k or blend); None for an unknown user
+        (see :meth:`unknown_user`)."""
+        _check_k(k)
+        weights = self._blend(blend)
+        if self.user_row(user) is None:
+            return None
+        return Query(user, min(k, self.n_items), exclude_seen, weights)
+
+    def unknown_user(self, user: str, k: int, cold_start: bool) -> dict[str, Any]:
+        """The answer for a user the run does not know: a 404, or with ``cold_start`` the most popular items of the
+        run (most users first; no personal scores, no reasons)."""
+        if not cold_start:
+            raise ServeError(
+                404,
+                f"unknown user '{user}': not in this run's {len(self.user_ids):,} users (e.g. "
+                f"'{self.user_ids[0]}'); add cold_start=true for the most popular items, or POST /recommend "
+                '{"liked": [...]} or {"text": "..."} for a personal list from a few items or a description',
+                {"unknown_users": [user]},
+            )
+        return {"user": user, "strategy": "most_popular", "blend": None, "items": self.most_popular(k)}
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[dict[str, Any]]:
+        """Known users' top items with reasons (``Recommender.recommend_many``: one pass of the network for all),
+        one response per query from :meth:`query`."""
+        lists = self.rec.recommend_many(queries)
+        return [
+            {"user": q.user, "strategy": "model", "blend": q.blend,
+             "items": self._with_reasons(items, self.liked_history(self._user_row[q.user]))}
+            for q, items in zip(queries, lists, strict=True)
+        ]  # fmt: skip
 
     def recommend(
         self,
@@ -221,24 +245,9 @@ class ServingModel:
         blend: dict[str, float] | None = None,
         cold_start: bool = False,
     ) -> dict[str, Any]:
-        """A known user's top ``k`` (``Recommender.recommend``) with reasons. An unknown user is a 404, or with
-        ``cold_start`` the most popular items of the run (most users first; no personal scores, no reasons)."""
-        _check_k(k)
-        weights = self._blend(blend)
-        row = self.user_row(user)
-        if row is None:
-            if not cold_start:
-                raise ServeError(
-                    404,
-                    f"unknown user '{user}': not in this run's {len(self.user_ids):,} users (e.g. "
-                    f"'{self.user_ids[0]}'); add cold_start=true for the most popular items, or POST /recommend "
-                    '{"liked": [...]} or {"text": "..."} for a personal list from a few items or a description',
-                    {"unknown_users": [user]},
-                )
-            return {"user": user, "strategy": "most_popular", "blend": None, "items": self.most_popular(k)}
-        recs = self.rec.recommend(user, k=min(k, self.n_items), exclude_seen=exclude_seen, blend=weights)
-        items = self._with_reasons(recs, self.liked_history(row))
-        return {"user": user, "strategy": "model", "blend": weights, "items": items}
+        """A known user's top ``k`` (``Recommender.recommend``) with reasons; an unknown one: :meth:`unknown_user`."""
+        query = self.query(user, k, exclude_seen, blend)
+        return self.unknown_user(user, k, cold_start) if query is None else self.recommend_many([query])[0]
 
     def most_popular(self, k: int) -> list[dict[str, Any]]:
         order = np.argsort(-self.popularity, kind="stable")[: min(k, self.n_items)]
@@ -325,13 +334,12 @@ class ServingModel:
             which = torch.as_tensor([position[u] for u, _ in chunk])
             items = torch.as_tensor([self._item_row[i] for _, i in chunk])
             logits = rec.model.pair_logits(user_repr[which], items)
-            blended = sum(w * rec.tasks[name].rank_score(logits[name]) for name, w in weights.items())
+            blended = blend_scores(rec.tasks, weights, logits).tolist()
+            predictions = {name: task.predict(logits[name]).numpy() for name, task in rec.tasks.items()}
             for n, (user, item) in enumerate(chunk):
-                per_task = {
-                    name: task.describe(task.predict(logits[name][n]), rec.artifact.categories)
-                    for name, task in rec.tasks.items()
-                }
-                out.append({"user": user, "item": item, "score": round(float(blended[n]), 4), "scores": per_task})
+                per_task = {name: task.describe(predictions[name][n], rec.artifact.categories)
+                            for name, task in rec.tasks.items()}  # fmt: skip
+                out.append({"user": user, "item": item, "score": round(blended[n], 4), "scores": per_task})
         return {"blend": weights, "predictions": out}
 
 

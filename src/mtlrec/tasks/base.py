@@ -88,8 +88,9 @@ class Task:
         """Task metrics at ``stage`` ('valid' or 'test')."""
         return {}
 
-    def describe(self, prediction: torch.Tensor, categories: list[str]) -> Any:
-        """A JSON-friendly view of one row's prediction, shown in recommendations."""
+    def describe(self, prediction: np.ndarray, categories: list[str]) -> Any:
+        """A JSON-friendly view of one row's prediction (a row of ``predict``'s output as numpy), shown in
+        recommendations."""
         return round(float(prediction), 4)
 
 

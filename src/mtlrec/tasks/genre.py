@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +63,6 @@ class GenreTask(Task):
         micro, macro = metrics.multilabel_f1(prob, labels)
         return {"micro_f1": micro, "macro_f1": macro, "map": metrics.mean_average_precision(prob, labels)}
 
-    def describe(self, prediction: torch.Tensor, categories: list[str]) -> Any:
-        top = torch.argsort(prediction, descending=True)[:3]
-        return {categories[int(k)]: round(float(prediction[k]), 3) for k in top}
+    def describe(self, prediction: np.ndarray, categories: list[str]) -> Any:
+        top = np.argsort(-prediction, kind="stable")[:3]
+        return {categories[k]: round(float(prediction[k]), 3) for k in top.tolist()}

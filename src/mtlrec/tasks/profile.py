@@ -230,10 +230,11 @@ class ProfileTask(Task):
             out["profile_acc"] = float(np.mean(accuracies))
         return out
 
-    def describe(self, prediction: torch.Tensor, categories: list[str]) -> Any:
+    def describe(self, prediction: np.ndarray, categories: list[str]) -> Any:
         """The most probable class of each attribute: {'gender=M': 0.83, ...}."""
         out = {}
-        for (attr, names), part in zip(self.classes().items(), prediction.split(self.sizes()), strict=True):
-            top = int(torch.argmax(part))
+        parts = np.split(prediction, np.cumsum(self.sizes())[:-1])
+        for (attr, names), part in zip(self.classes().items(), parts, strict=True):
+            top = int(np.argmax(part))
             out[f"{attr}={names[top]}"] = round(float(part[top]), 3)
         return out
