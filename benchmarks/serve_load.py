@@ -20,7 +20,7 @@ on 127.0.0.1. This process drives it over loopback with benchmarks/loadgen.py (a
    event's key must be in the store.
 
 Client and server share this machine's cores: the client's own CPU time is reported beside the figures.
-Writes benchmarks/results/serve_load.json and serve_load.md.
+Writes benchmarks/results/serve_load.json and serve_load.md (--name: another stem, e.g. for --score-cache-mb 0).
 """
 
 from __future__ import annotations
@@ -81,10 +81,10 @@ class Server:
     """`mtlrec serve` as a subprocess; its output goes to a log file (a pipe nobody reads would fill and block)."""
 
     def __init__(self, run: Path, db: Path, port: int, api_key: str, log: Path, workers: int, threads: int,
-                 log_level: str):  # fmt: skip
+                 score_cache_mb: float, log_level: str):  # fmt: skip
         self.cmd = mtlrec_command() + ["serve", str(run), "--port", str(port), "--feedback-db", str(db),
-                                       "--workers", str(workers), "--threads", str(threads),
-                                       "--log-level", log_level]  # fmt: skip
+                                       "--workers", str(workers), "--threads", str(threads), "--score-cache-mb",
+                                       f"{score_cache_mb:g}", "--log-level", log_level]  # fmt: skip
         self.port = port
         self.env = {**os.environ, "MTLREC_API_KEY": api_key}
         self.base = f"http://127.0.0.1:{port}"
@@ -242,6 +242,8 @@ def main() -> None:
     parser.add_argument("--kill-after", type=int, default=2_000, help="SIGKILL the server after this many 201s.")
     parser.add_argument("--workers", type=int, default=2, help="--workers of `mtlrec serve` (one per core).")
     parser.add_argument("--threads", type=int, default=1, help="--threads of `mtlrec serve`.")
+    parser.add_argument("--score-cache-mb", type=float, default=256.0, help="--score-cache-mb of `mtlrec serve`.")
+    parser.add_argument("--name", default="serve_load", help="Results file stem (NAME.json, NAME.md).")
     parser.add_argument("--log-level", default="info", help="--log-level of `mtlrec serve` (info logs each request).")
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -254,7 +256,7 @@ def main() -> None:
         users, items = [str(u) for u in ids["users"]], [str(i) for i in ids["items"]]
         db, api_key = tmp / "feedback.sqlite", secrets.token_urlsafe(32)
         server = Server(run, db, free_port(), api_key, tmp / "server.log", args.workers, args.threads,
-                        args.log_level)  # fmt: skip
+                        args.score_cache_mb, args.log_level)  # fmt: skip
         shown = " ".join(["mtlrec"] + server.cmd[server.cmd.index("serve") :])
         result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "mtlrec": __version__, "machine": machine(),
                         "run": str(run.resolve()), "server": shown, "users": len(users),
@@ -329,9 +331,9 @@ def main() -> None:
         "startup_s <= 10": {"value": start["ready_s"], "met": start["ready_s"] <= 10},
     }  # fmt: skip
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.output / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result, args)
-    (args.output / "serve_load.md").write_text(md)
+    (args.output / f"{args.name}.md").write_text(md)
     print(md)
 
 
