@@ -260,6 +260,31 @@ def data_info(
               f"{len(split.train_positions()):,} train interactions")  # fmt: skip
 
 
+@data_app.command("synth")
+def data_synth(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for interactions/items/social .parquet.")],
+    users: Annotated[int, typer.Option(help="Users.")] = 10_000,
+    items: Annotated[int, typer.Option(help="Items.")] = 5_000,
+    interactions: Annotated[int, typer.Option(help="Interactions (about).")] = 1_000_000,
+    categories: Annotated[int, typer.Option(help="Item categories, each with its own text vocabulary.")] = 20,
+    friends: Annotated[int, typer.Option(help="Friendships per user (0: no social graph).")] = 10,
+    seed: Annotated[int, typer.Option(help="Same seed, same world.")] = 0,
+) -> None:
+    """Generate a synthetic world for scaling runs: power-law popularity and activity, latent tastes, item texts
+    from category vocabularies, a social graph with homophily. Train on it with `mtlrec train --dataset generic`."""
+    import time
+
+    from mtlrec.data.synth import synth_world
+
+    started = time.perf_counter()
+    world = synth_world(users, items, interactions, categories=categories, friends=friends, seed=seed)
+    paths = world.write(output)
+    out.print(f"{len(world.interactions):,} interactions of {users:,} users on {items:,} items, "
+              f"{len(world.social):,} friendship rows, in {time.perf_counter() - started:.1f} s -> {output}")
+    out.print(f"train: mtlrec train --dataset generic --data-path {paths['interactions']} "
+              f"--items-path {paths['items']} --set data.social_path={paths['social']}")  # fmt: skip
+
+
 @data_app.command("list")
 def data_list() -> None:
     """Datasets that can be named with --dataset."""

@@ -68,7 +68,7 @@ def split_data(config: Config, log: Callable[[str], None] = print) -> SplitData:
     dc = config.data
     dataset = load_dataset(
         dc.dataset, dc.data_dir, data_path=dc.data_path, columns=dc.columns or None,
-        items_path=dc.items_path, users_path=dc.users_path, on_duplicate=dc.on_duplicate,
+        items_path=dc.items_path, users_path=dc.users_path, social_path=dc.social_path, on_duplicate=dc.on_duplicate,
     )  # fmt: skip
     log(dataset.summary())
     split = leave_one_out(dataset, seed=dc.split_seed)
