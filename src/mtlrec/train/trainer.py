@@ -72,6 +72,7 @@ class Trainer:
         self.optimizer = build_optimizer(config, model, weighting)
         self.weighting_context = WeightingContext(model.shared_parameters(), model.last_shared_parameters())
         self.rng = np.random.default_rng(config.train.seed)
+        self.rows_seen = 0  # (user, item) rows the losses of the last epoch saw: positives, negatives, extra rows
         # cold items (data.cold_items) are held out of training entirely: not even drawn as negatives
         self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1, exclude=data.cold_items)
         valid_sampler = NegativeSampler(data.split, seed=VALID_LOSS_SEED, exclude=data.cold_items)
@@ -104,7 +105,7 @@ class Trainer:
         size = self.config.train.batch_size
         sums: dict[str, float] = defaultdict(float)
         weights: dict[str, float] = defaultdict(float)
-        steps = 0
+        steps = self.rows_seen = 0
         bar = tqdm(range(0, len(positions), size), desc=f"epoch {epoch}", leave=False, disable=not self.progress)
         for start in bar:
             positives = train_positive_rows(self.data, positions[start : start + size])
@@ -113,6 +114,7 @@ class Trainer:
                 if (extra := task.extra_rows(rows, self.rng)) is not None:
                     rows = rows.extend(extra, name)
             losses = self._row_losses(rows)
+            self.rows_seen += len(rows.items)
             for name, w in self.weighting.weights().items():
                 weights[name] += w
             self.optimizer.zero_grad(set_to_none=True)
@@ -138,11 +140,13 @@ class Trainer:
         for epoch in range(1, tc.epochs + 1):
             t0 = time.perf_counter()
             train_losses, weights = self._epoch(epoch)
+            train_seconds = time.perf_counter() - t0
             self.weighting.end_epoch(train_losses)
             valid = evaluate(self.model, self.tasks, self.data, dict(self.config.eval.blend), stages=("valid",),
                              ks=self.config.eval.ks, batch_users=self.config.eval.batch_users,
                              sample=self.select_sample)["valid"]  # fmt: skip
-            entry = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), "weights": weights,
+            entry = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3),
+                     "train_seconds": round(train_seconds, 3), "train_rows": self.rows_seen, "weights": weights,
                      "train_loss": train_losses, "valid_loss": self._valid_losses(), "valid": valid}  # fmt: skip
             result.history.append(entry)
             if select not in valid:
