@@ -4,6 +4,7 @@ and one line naming what to fix, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,6 +94,11 @@ def train(
         typer.Option("--set", help="Any config key, e.g. --set model.dropout=0.2 (value parsed as YAML; repeatable)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Data-parallel processes on this machine (torch.distributed; torchrun for several "
+                     "machines, see the README). train.batch_size is the global batch."),
+    ] = 1,
 ) -> None:
     """Train the multi-task model, evaluate it on PROTOCOL.md, and write a run directory.
 
@@ -113,10 +119,39 @@ def train(
     }  # fmt: skip
     overrides.update(_settings(settings))
     cfg = load_config(config, overrides)
-    metrics = train_run(cfg, output, progress=progress, log=log)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        metrics = _launch(cfg, output, nproc, progress)
+    elif nproc < 1:
+        raise ConfigError(f"--nproc must be 1 or more, got {nproc}")
+    else:
+        metrics = train_run(cfg, output, progress=progress, log=log)
+        if not metrics:  # a rank other than 0 of a data-parallel run: rank 0 reports
+            return
     out.print(_metrics_table(metrics, f"{cfg.data.dataset} · best epoch {metrics['best_epoch']} · "
                                       f"{metrics['train_seconds']:.0f}s training"))  # fmt: skip
     console.print(f"run written to {output} (metrics.json, plots/)")
+
+
+def _launch(cfg: Any, output: Path, nproc: int, progress: bool) -> dict[str, Any]:
+    """``mtlrec train`` as ``nproc`` processes under torchrun (standalone: this machine), from the resolved
+    config; rank 0 writes the run. Returns its metrics."""
+    import subprocess
+    import tempfile
+
+    from mtlrec.config import save_config
+
+    with tempfile.TemporaryDirectory(prefix="mtlrec_nproc_") as tmp:
+        config_path = Path(tmp) / "config.yaml"
+        save_config(cfg, config_path)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "mtlrec", "train", "--config", str(config_path), "--output", str(output),
+               "--progress" if progress else "--no-progress"]  # fmt: skip
+        console.print(f"data-parallel training: {nproc} processes (torchrun --standalone)")
+        code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+                              ).returncode  # fmt: skip
+    if code != 0:
+        raise MtlrecError(f"data-parallel training failed (torchrun exit code {code}); see the messages above")
+    return json.loads((output / "metrics.json").read_text())
 
 
 @app.command()

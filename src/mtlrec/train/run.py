@@ -27,6 +27,7 @@ from mtlrec.recommend.scoring import check_blend
 from mtlrec.tasks.base import Task, build_tasks
 from mtlrec.text import ENCODERS
 from mtlrec.train.data import TrainingData
+from mtlrec.train.distributed import Dist, join, leave, threads_per_process
 from mtlrec.train.pipeline import prepare, set_threads, split_data
 from mtlrec.train.plots import plot_history
 from mtlrec.train.trainer import OPTIMIZERS, Trainer
@@ -71,12 +72,28 @@ def check_config(config: Config) -> dict[str, Task]:
 
 def train_run(config: Config, output: str | Path, progress: bool = True, log: Callable[[str], None] = print
               ) -> dict[str, Any]:  # fmt: skip
-    """Train on the configured dataset, evaluate on validation and test, and write a run directory."""
+    """Train on the configured dataset, evaluate on validation and test, and write a run directory; the metrics.
+    Launched as several processes (``mtlrec train --nproc N``, torchrun), they train together and rank 0 evaluates
+    and writes the run: the other ranks return ``{}``."""
+    group = join(config.train.device)  # data-parallel when launched by torchrun / --nproc (train/distributed.py)
+    try:
+        return _train_run(config, Path(output), progress, log, group)
+    finally:
+        leave(group)
+
+
+def _train_run(config: Config, output: Path, progress: bool, log: Callable[[str], None], group: Dist
+               ) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
-    output = Path(output)
     tasks = check_config(config)
-    threads = set_threads(config.train.threads)
+    if not group.main:
+        log, progress = (lambda _: None), False
+    threads = set_threads(threads_per_process(config.train.threads) if group.enabled else config.train.threads)
+    if not group.main:
+        group.barrier()  # rank 0 fills the embedding cache first; the others then read it
     prepared = prepare(config, progress=progress, log=log)
+    if group.main:
+        group.barrier()
     data = prepared.data
     for task in tasks.values():
         task.prepare(data)
@@ -87,15 +104,19 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     model.item_encoder.set_warm(data.split.trained_items())  # items without a train interaction: default id
     model.set_warm_users(data.split.lengths > 0)  # users held out (data.cold_users): not in a new user's mean id
     weighting = WEIGHTINGS.get(config.train.weighting)(tasks).to(config.train.device)
-    trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log)
+    trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log, group=group)
     result = trainer.fit()
+    if not group.main:  # every replica holds the same model: rank 0 evaluates and writes the run
+        return {}
+    if group.enabled:
+        log(f"data-parallel: {group.world} processes, {threads} torch threads each")
 
     per_user: dict[str, np.ndarray] = {}
     final = evaluate(model, tasks, data, dict(config.eval.blend), ks=config.eval.ks,
                      batch_users=config.eval.batch_users, per_user=per_user)  # fmt: skip
     metrics = {**final, "seed": config.train.seed, "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
-               "texts_encoded": prepared.encoded, "threads": threads,
+               "texts_encoded": prepared.encoded, "threads": threads, "processes": group.world,
                "evaluated_users": int(len(data.split.eval_users)),
                "protocol": protocol(data.dataset.split)}  # fmt: skip
     if len(data.cold_items) and config.eval.blend:  # the cold-start protocol (eval/cold_start.py)

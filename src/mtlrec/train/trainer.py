@@ -27,6 +27,7 @@ from mtlrec.train.data import (
     row_logits,
     train_positive_rows,
 )
+from mtlrec.train.distributed import Dist, average_gradients
 from mtlrec.weighting.base import WeightingContext, WeightingStrategy
 
 VALID_LOSS_SEED = 7
@@ -66,15 +67,24 @@ class Trainer:
         data: TrainingData,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        group: Dist | None = None,
     ) -> None:
+        """``group``: this process's place in data-parallel training (train/distributed.py); None: one process."""
         self.config, self.model, self.tasks, self.weighting, self.data = config, model, tasks, weighting, data
-        self.progress, self.log = progress, log
+        self.group = group or Dist()
+        self.progress, self.log = progress and self.group.main, log if self.group.main else (lambda _: None)
+        if config.train.batch_size % self.group.world:
+            raise ConfigError(f"train.batch_size ({config.train.batch_size}) must divide evenly among the "
+                              f"{self.group.world} processes: each takes an equal share of every batch")  # fmt: skip
         self.optimizer = build_optimizer(config, model, weighting)
         self.weighting_context = WeightingContext(model.shared_parameters(), model.last_shared_parameters())
-        self.rng = np.random.default_rng(config.train.seed)
+        self.rng = np.random.default_rng(config.train.seed)  # the shuffle, and with one process the extra rows
         self.rows_seen = 0  # (user, item) rows the losses of the last epoch saw: positives, negatives, extra rows
+        rank = self.group.rank
+        # Several processes: the same shuffle everywhere, each its own negatives and extra rows.
+        self.own_rng = np.random.default_rng([config.train.seed, rank]) if self.group.enabled else self.rng
         # cold items (data.cold_items) are held out of training entirely: not even drawn as negatives
-        self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1, exclude=data.cold_items)
+        self.sampler = NegativeSampler(data.split, seed=config.train.seed + 1 + 7919 * rank, exclude=data.cold_items)
         valid_sampler = NegativeSampler(data.split, seed=VALID_LOSS_SEED, exclude=data.cold_items)
         self.valid_rows = valid_sampler.rows(heldout_positive_rows(data, "valid"), config.train.negatives)
         n_eval, n_select = len(data.split.eval_users), config.eval.select_users
@@ -91,6 +101,14 @@ class Trainer:
             losses[name] = task.loss(logits[name], targets, mask & torch.from_numpy(rows.for_task(name)))
         return losses
 
+    def _validate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Validation metrics (full ranking, PROTOCOL.md) and losses; with several processes rank 0 computes them
+        for all users and broadcasts them, so every rank takes the same early-stopping decisions."""
+        valid = evaluate(self.model, self.tasks, self.data, dict(self.config.eval.blend), stages=("valid",),
+                         ks=self.config.eval.ks, batch_users=self.config.eval.batch_users,
+                         sample=self.select_sample)["valid"]  # fmt: skip
+        return valid, self._valid_losses()
+
     @torch.no_grad()
     def _valid_losses(self) -> dict[str, float]:
         self.model.eval()
@@ -103,6 +121,10 @@ class Trainer:
         positions = self.data.split.train_positions()
         positions = positions[self.rng.permutation(len(positions))]
         size = self.config.train.batch_size
+        if self.group.enabled:  # this rank's share of every global batch; equal shares, so equal step counts
+            world = self.group.world
+            positions = positions[: len(positions) - len(positions) % world][self.group.rank :: world]
+            size //= world
         sums: dict[str, float] = defaultdict(float)
         weights: dict[str, float] = defaultdict(float)
         steps = self.rows_seen = 0
@@ -111,7 +133,7 @@ class Trainer:
             positives = train_positive_rows(self.data, positions[start : start + size])
             rows = self.sampler.rows(positives, self.config.train.negatives)
             for name, task in self.tasks.items():
-                if (extra := task.extra_rows(rows, self.rng)) is not None:
+                if (extra := task.extra_rows(rows, self.own_rng)) is not None:
                     rows = rows.extend(extra, name)
             losses = self._row_losses(rows)
             self.rows_seen += len(rows.items)
@@ -119,6 +141,7 @@ class Trainer:
                 weights[name] += w
             self.optimizer.zero_grad(set_to_none=True)
             total = self.weighting.backward(losses, self.weighting_context)
+            average_gradients(self.parameters, self.group)
             self.optimizer.step()
             self.weighting.after_step()
             steps += 1
@@ -128,7 +151,12 @@ class Trainer:
             if steps % 20 == 0:
                 bar.set_postfix({k: f"{v / steps:.4f}" for k, v in sums.items()})
         n = max(steps, 1)
-        return {k: v / n for k, v in sums.items()}, {k: v / n for k, v in weights.items()}
+        means = self.group.mean({k: v / n for k, v in sums.items()})
+        return means, self.group.mean({k: v / n for k, v in weights.items()})
+
+    @property
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.model.parameters(), *self.weighting.parameters()]
 
     def fit(self) -> TrainResult:
         tc = self.config.train
@@ -142,12 +170,10 @@ class Trainer:
             train_losses, weights = self._epoch(epoch)
             train_seconds = time.perf_counter() - t0
             self.weighting.end_epoch(train_losses)
-            valid = evaluate(self.model, self.tasks, self.data, dict(self.config.eval.blend), stages=("valid",),
-                             ks=self.config.eval.ks, batch_users=self.config.eval.batch_users,
-                             sample=self.select_sample)["valid"]  # fmt: skip
+            valid, valid_losses = self.group.broadcast(self._validate() if self.group.main else None)
             entry = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3),
                      "train_seconds": round(train_seconds, 3), "train_rows": self.rows_seen, "weights": weights,
-                     "train_loss": train_losses, "valid_loss": self._valid_losses(), "valid": valid}  # fmt: skip
+                     "train_loss": train_losses, "valid_loss": valid_losses, "valid": valid}  # fmt: skip
             result.history.append(entry)
             if select not in valid:
                 raise ConfigError(f"train.select: validation has no metric '{select}'; it has {', '.join(valid)}")

@@ -1,0 +1,106 @@
+"""Data-parallel training on CPU (gloo): gradients averaged exactly, replicas identical, and `mtlrec train --nproc 2`
+reaching the metrics of one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mtlrec.data.synth import synth_world
+from mtlrec.train.distributed import Dist, average_gradients
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this torch has no torch.distributed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _average_on_rank(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        both, one, none = (torch.nn.Parameter(torch.zeros(3)) for _ in range(3))
+        both.grad = torch.tensor([1.0, 2.0, 3.0]) * (rank + 1)  # rank 0: 1,2,3; rank 1: 2,4,6
+        if rank == 1:
+            one.grad = torch.tensor([4.0, 4.0, 4.0])  # only rank 1 has it: rank 0 counts zeros
+        average_gradients([both, one, none], Dist(rank, 2))
+        grads = [None if p.grad is None else p.grad.tolist() for p in (both, one, none)]
+        Path(out, f"{rank}.json").write_text(json.dumps(grads))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradients_are_averaged_over_the_processes(tmp_path: Path) -> None:
+    mp.spawn(_average_on_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        both, one, none = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert both == [1.5, 3.0, 4.5] and one == [2.0, 2.0, 2.0] and none is None
+
+
+def test_one_process_is_unchanged() -> None:
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([1.0, 2.0])
+    average_gradients([p], Dist())
+    assert p.grad.tolist() == [1.0, 2.0]
+    group = Dist()
+    assert group.broadcast({"a": 1}) == {"a": 1} and group.mean({"x": 2.0}) == {"x": 2.0}
+
+
+def train(world: Path, out: Path, nproc: int) -> dict:
+    cmd = [sys.executable, "-m", "mtlrec", "train", "--dataset", "generic", "--data-path",
+           str(world / "interactions.parquet"), "--items-path", str(world / "items.parquet"), "--encoder", "hashing",
+           "--set", "text.dim=32", "--set", "model.dim=16", "--set", "model.hidden=[32]", "--epochs", "4",
+           "--batch-size", "128", "--tasks", "interest:1,rating:0.2", "--set", f"text.cache_dir={out}-cache",
+           "--threads", "1", "--seed", "0", "--no-progress", "--nproc", str(nproc), "--output", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_two_processes_reach_the_metrics_of_one(tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    synth_world(1500, 300, 40_000, categories=8, friends=0, seed=5).write(world)
+    one = train(world, tmp_path / "one", 1)
+    two = train(world, tmp_path / "two", 2)
+    assert (one["processes"], two["processes"]) == (1, 2)
+    for stage in ("valid", "test"):
+        for metric, tolerance in (("ndcg@10", 0.10), ("auc", 0.02), ("rmse", 0.03)):
+            a, b = one[stage][metric], two[stage][metric]
+            assert abs(a - b) <= tolerance * abs(a), (stage, metric, a, b)
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert len(history) == 4 and history[0]["train_rows"] > 0  # rank 0's share of each epoch
+    from mtlrec import Recommender
+
+    assert len(Recommender.load(tmp_path / "two").recommend("u3", k=5)) == 5  # rank 0 wrote a whole run
+
+
+def test_batch_must_divide_among_processes(tmp_path: Path) -> None:
+    from mtlrec.errors import ConfigError
+
+    from conftest import make_world, tiny_overrides  # noqa: I001
+    from mtlrec.config import load_config
+    from mtlrec.models.model import MultiTaskModel
+    from mtlrec.train.pipeline import prepare
+    from mtlrec.train.run import check_config
+    from mtlrec.train.trainer import Trainer
+    from mtlrec.weighting import WEIGHTINGS
+
+    config = load_config(overrides=tiny_overrides(make_world(tmp_path / "w"), **{"train.batch_size": 63}))
+    tasks = check_config(config)
+    data = prepare(config, progress=False, log=lambda _: None).data
+    for task in tasks.values():
+        task.prepare(data)
+    model = MultiTaskModel(config.model, tasks, data.split.n_users, torch.from_numpy(data.text_vectors),
+                           data.categories.shape[1])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"batch_size \(63\) must divide evenly among the 2 processes"):
+        Trainer(config, model, tasks, WEIGHTINGS.get("fixed")(tasks), data, group=Dist(0, 2))
