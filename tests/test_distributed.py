@@ -85,10 +85,9 @@ def test_two_processes_reach_the_metrics_of_one(tmp_path: Path) -> None:
 
 
 def test_batch_must_divide_among_processes(tmp_path: Path) -> None:
-    from mtlrec.errors import ConfigError
-
-    from conftest import make_world, tiny_overrides  # noqa: I001
+    from conftest import make_world, tiny_overrides
     from mtlrec.config import load_config
+    from mtlrec.errors import ConfigError
     from mtlrec.models.model import MultiTaskModel
     from mtlrec.train.pipeline import prepare
     from mtlrec.train.run import check_config

@@ -347,7 +347,7 @@ def captured_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple, dict]
 
     monkeypatch.setattr(mtlrec.serve.workers, "run_workers", lambda *args: calls.append((("run_workers", *args), {})))
     for name in ("MTLREC_API_KEY", "MTLREC_SERVE_RUN_DIR", "MTLREC_SERVE_FEEDBACK_DB", "MTLREC_SERVE_THREADS",
-                 "MTLREC_SERVE_SCORE_CACHE_MB"):  # fmt: skip
+                 "MTLREC_SERVE_SCORE_CACHE_MB", "MTLREC_SERVE_CANDIDATES"):  # fmt: skip
         monkeypatch.setenv(name, "")  # recorded, so what `serve` sets is undone after the test
         monkeypatch.delenv(name)
     return calls

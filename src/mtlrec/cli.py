@@ -363,6 +363,11 @@ def serve(
         typer.Option(help="MiB per process of known users' catalogue scores kept between requests (exact: the "
                      "model is frozen); 0 = compute every request."),
     ] = 256.0,
+    candidates: Annotated[
+        int,
+        typer.Option(help="Rank this many FAISS candidates per known user (two-tower retrieval; large catalogues, "
+                     "'faiss' extra) instead of every item; 0 = every item."),
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Serve a trained run over HTTP: recommendations, items, pair scores, feedback, metrics (needs the 'serve'
@@ -373,7 +378,8 @@ def serve(
     from mtlrec.serve.server import serve as run_server
 
     run_server(run_dir, host=host, port=port, workers=workers, feedback_db=feedback_db, api_key=api_key,
-               threads=threads, score_cache_mb=score_cache_mb, log_level=log_level)  # fmt: skip
+               threads=threads, score_cache_mb=score_cache_mb, candidates=candidates,
+               log_level=log_level)  # fmt: skip
 
 
 @feedback_app.command("export")

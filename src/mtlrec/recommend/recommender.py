@@ -14,6 +14,7 @@ import torch
 from mtlrec.errors import MtlrecError
 from mtlrec.recommend.artifact import Artifact, load_artifact
 from mtlrec.recommend.cache import ScoreCache
+from mtlrec.recommend.retrieval import CandidateIndex, item_vectors, user_vectors
 from mtlrec.recommend.scoring import blend_scores, check_blend, new_user_scores, ranking_scores
 from mtlrec.train.data import histories
 
@@ -38,9 +39,13 @@ class Recommender:
     """Load with ``Recommender.load(run_dir)``. A user's history is everything known about them in the run
     (train, validation and test interactions); seen items are excluded from recommendations by default."""
 
-    def __init__(self, artifact: Artifact, cache_mb: float = 0) -> None:
+    def __init__(self, artifact: Artifact, cache_mb: float = 0, candidates: int = 0, index: str = "hnsw") -> None:
         """``cache_mb`` > 0 keeps up to that many MiB of known users' catalogue scores (``ScoreCache``): a returning
-        user is ranked without a pass of the network. For servers; 0 computes every time."""
+        user is ranked without a pass of the network. For servers; 0 computes every time.
+
+        ``candidates`` > 0: for large catalogues, known users' recommendations rank only that many candidates, the
+        best by the model's two towers in a FAISS ``index`` ('hnsw' approximate, 'flat' exact; see
+        ``recommend.retrieval``), instead of the whole catalogue."""
         self.artifact = artifact
         self.cache = ScoreCache(cache_mb) if cache_mb > 0 else None
         self.model, self.tasks, self.split = artifact.model, artifact.tasks, artifact.split
@@ -55,10 +60,12 @@ class Recommender:
         self.model.eval()
         with torch.no_grad():  # the model is frozen from here on: the catalogue's representations, once
             self.item_reprs = self.model.item_encoder.all()  # [n_items, dim]
+        self.candidates = candidates
+        self.index = CandidateIndex(item_vectors(self.model, self.item_reprs), index) if candidates > 0 else None
 
     @classmethod
-    def load(cls, run_dir: str | Path, cache_mb: float = 0) -> Recommender:
-        return cls(load_artifact(run_dir), cache_mb)
+    def load(cls, run_dir: str | Path, cache_mb: float = 0, candidates: int = 0, index: str = "hnsw") -> Recommender:
+        return cls(load_artifact(run_dir), cache_mb, candidates, index)
 
     def _rows(self, users: list[str]) -> np.ndarray:
         return _lookup(users, self._user_row, self.user_ids, "user", UnknownUserError)
@@ -91,12 +98,41 @@ class Recommender:
         together this way): one list of top items per query, in order."""
         blends = [self._check(q.k, q.blend) for q in queries]
         rows = self._rows([q.user for q in queries])
+        if self.index is not None:
+            return self._recommend_candidates(queries, blends, rows)
         user, logits = self._user_scores(rows, list(dict.fromkeys(name for blend in blends for name in blend)))
         picks = []
         for n, (query, blend) in enumerate(zip(queries, blends, strict=True)):
             score = blend_scores(self.tasks, blend, logits[n])  # [n_items]
             seen = self.split.items[self.split.offsets[rows[n]] : self.split.offsets[rows[n] + 1]]
             picks.append(_pick(score, query.k, seen if query.exclude_seen else None))
+        return self._describe(user, picks)
+
+    def _recommend_candidates(self, queries: Sequence[Query], blends: list[dict[str, float]], rows: np.ndarray
+                              ) -> list[list[dict[str, Any]]]:  # fmt: skip
+        """recommend_many over each user's ``candidates`` best items by the two towers (FAISS), scored by the model:
+        one search for all users, one pass of the heads for all their candidates."""
+        assert self.index is not None
+        end = self.split.offsets[1:][rows]
+        hist, mask = histories(self.split, rows, end, self.model.history_len)
+        user = self.model.user_repr(torch.from_numpy(rows), hist, mask)  # [B, dim]
+        seen = [self.split.items[self.split.offsets[r] : e] for r, e in zip(rows, end, strict=True)]
+        found = self.index.search(user_vectors(self.model, user), self.candidates + max(map(len, seen)))
+        pools = []
+        for query, own, hits in zip(queries, seen, found, strict=True):
+            hits = hits[hits >= 0]
+            if query.exclude_seen:
+                hits = hits[~np.isin(hits, own)]
+            pools.append(hits[: self.candidates])
+        owner = torch.from_numpy(np.repeat(np.arange(len(rows)), [len(p) for p in pools]))
+        items = torch.from_numpy(np.concatenate(pools).astype(np.int64))
+        logits = self.model.pair_logits(user[owner], items)  # task -> [sum of pool sizes]
+        picks, start = [], 0
+        for query, blend, pool in zip(queries, blends, pools, strict=True):
+            part = {name: logits[name][start : start + len(pool)] for name in blend}
+            top = _pick(blend_scores(self.tasks, blend, part), query.k, None)
+            picks.append((torch.from_numpy(pool)[top[0]], top[1]))
+            start += len(pool)
         return self._describe(user, picks)
 
     def _user_scores(self, rows: np.ndarray, tasks: list[str]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:

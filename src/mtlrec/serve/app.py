@@ -76,6 +76,7 @@ def create_app(
     api_key: str | None = None,
     threads: int = 0,
     score_cache_mb: float = DEFAULT_CACHE_MB,
+    candidates: int = 0,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API for the run in ``run_dir``.
@@ -86,6 +87,8 @@ def create_app(
     ``threads``: torch CPU threads for this process (0: torch's default).
     ``score_cache_mb``: MiB of known users' catalogue scores kept between requests (exact: see
     ``mtlrec.recommend.cache``); 0 computes every request.
+    ``candidates``: > 0 ranks that many FAISS candidates per known user instead of the whole catalogue (large
+    catalogues; needs the ``faiss`` extra); 0 ranks every item.
     """
     run_dir = Path(run_dir)
     api_key = validate_key(api_key)
@@ -97,7 +100,7 @@ def create_app(
             import torch
 
             torch.set_num_threads(threads)
-        model = ServingModel.load(run_dir, score_cache_mb)
+        model = ServingModel.load(run_dir, score_cache_mb, candidates)
         store = None if feedback_db is None else open_feedback_store(feedback_db)
         app.state.model, app.state.store, app.state.run_dir = model, store, run_dir
         app.state.batcher = RecommendBatcher()
@@ -131,7 +134,7 @@ def create_app(
     app.state.model = None
     app.state.store = None
     app.state.run_dir = run_dir
-    app.state.score_cache_mb = score_cache_mb
+    app.state.score_cache_mb, app.state.candidates = score_cache_mb, candidates
     app.state.reload = threading.Lock()  # one reload at a time; requests never wait for it
     metrics = RequestMetrics()
     app.add_middleware(ServeMiddleware, metrics=metrics, routes=app, max_body=max_body_bytes)
@@ -317,7 +320,7 @@ def swap_model(app: FastAPI, run_dir: Path | None = None) -> dict[str, Any]:
         target = Path(run_dir) if run_dir is not None else Path(app.state.run_dir)
         started = time.perf_counter()
         try:
-            model = ServingModel.load(target, app.state.score_cache_mb)
+            model = ServingModel.load(target, app.state.score_cache_mb, app.state.candidates)
         except (MtlrecError, OSError) as exc:  # OSError: a path the system refuses (too long, no permission)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ServeError(422, f"could not load {target}: {why}; still serving {app.state.run_dir}") from None
@@ -422,8 +425,8 @@ def _plain(ctx: Any) -> Any:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and ``mtlrec serve --workers N`` (each worker process builds its own
-    app): reads MTLREC_SERVE_RUN_DIR, MTLREC_SERVE_FEEDBACK_DB, MTLREC_SERVE_THREADS, MTLREC_SERVE_SCORE_CACHE_MB and
-    MTLREC_API_KEY."""
+    app): reads MTLREC_SERVE_RUN_DIR, MTLREC_SERVE_FEEDBACK_DB, MTLREC_SERVE_THREADS, MTLREC_SERVE_SCORE_CACHE_MB,
+    MTLREC_SERVE_CANDIDATES and MTLREC_API_KEY."""
     run_dir = os.environ.get("MTLREC_SERVE_RUN_DIR")
     if not run_dir:
         raise MtlrecError("MTLREC_SERVE_RUN_DIR is not set: it names the run directory to serve")
@@ -433,4 +436,5 @@ def app_from_env() -> FastAPI:
         api_key=os.environ.get("MTLREC_API_KEY") or None,
         threads=int(os.environ.get("MTLREC_SERVE_THREADS") or 0),
         score_cache_mb=float(os.environ.get("MTLREC_SERVE_SCORE_CACHE_MB") or DEFAULT_CACHE_MB),
+        candidates=int(os.environ.get("MTLREC_SERVE_CANDIDATES") or 0),
     )

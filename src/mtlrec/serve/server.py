@@ -45,6 +45,7 @@ def serve(
     api_key: str | None = None,
     threads: int = 0,
     score_cache_mb: float = DEFAULT_CACHE_MB,
+    candidates: int = 0,
     log_level: str = "info",
 ) -> None:
     """Serve ``run_dir`` until interrupted. ``workers`` > 1 starts that many processes (each loads the model)."""
@@ -72,6 +73,12 @@ def serve(
         raise ConfigError(f"--threads must be 0 (torch's default) or more, got {threads}")
     if not 0 <= score_cache_mb < float("inf"):
         raise ConfigError(f"--score-cache-mb must be 0 (no cache) or more, got {score_cache_mb}")
+    if candidates < 0:
+        raise ConfigError(f"--candidates must be 0 (rank every item) or more, got {candidates}")
+    if candidates > 0:
+        from mtlrec.recommend.retrieval import import_faiss
+
+        import_faiss()  # one clear line now rather than a failing worker
     if feedback_db is not None:
         open_feedback_store(feedback_db).close()  # creates it (or its tables) now, or says why it cannot
     log_config = logging_config(log_level)  # uvicorn applies it (in every worker)
@@ -82,7 +89,7 @@ def serve(
         print(f"WARNING:  {warning}", file=sys.stderr, flush=True)  # logging is uvicorn's to set up
     if workers == 1:
         app = create_app(run_dir, feedback_db=feedback_db, api_key=api_key, threads=threads,
-                         score_cache_mb=score_cache_mb)  # fmt: skip
+                         score_cache_mb=score_cache_mb, candidates=candidates)  # fmt: skip
         uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
         return
     # Worker processes build their own app from the environment (uvicorn needs an import string for workers).
@@ -94,6 +101,7 @@ def serve(
         os.environ["MTLREC_SERVE_FEEDBACK_DB"] = feedback_db
     os.environ["MTLREC_SERVE_THREADS"] = str(threads)
     os.environ["MTLREC_SERVE_SCORE_CACHE_MB"] = str(score_cache_mb)
+    os.environ["MTLREC_SERVE_CANDIDATES"] = str(candidates)
     if api_key is None:
         os.environ.pop("MTLREC_API_KEY", None)
     else:

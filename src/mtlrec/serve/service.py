@@ -87,9 +87,10 @@ class ServingModel:
         self._text_lock = threading.Lock()
 
     @classmethod
-    def load(cls, run_dir: str | Path, cache_mb: float = 0) -> ServingModel:
-        """``cache_mb``: MiB of known users' catalogue scores kept between requests (``Recommender``); 0: none."""
-        return cls(Recommender.load(run_dir, cache_mb))
+    def load(cls, run_dir: str | Path, cache_mb: float = 0, candidates: int = 0) -> ServingModel:
+        """``cache_mb``: MiB of known users' catalogue scores kept between requests; ``candidates`` > 0: rank that
+        many FAISS candidates per known user instead of the catalogue (see ``Recommender``)."""
+        return cls(Recommender.load(run_dir, cache_mb, candidates))
 
     # -- describing the run ----------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
