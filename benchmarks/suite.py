@@ -102,7 +102,8 @@ def scaling(sizes: list[int], threads: int) -> list[dict]:
         proc = subprocess.run([sys.executable, __file__, "--child-scaling", str(n), "--threads", str(threads)],
                               capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
-            out.append({"interactions": n, "error": proc.stderr.strip().splitlines()[-1:]})
+            last = proc.stderr.strip().splitlines()[-1:]
+            out.append({"interactions": n, "error": f"exit code {proc.returncode}" + (f": {last[0]}" if last else "")})
             print(f"  failed: {proc.stderr[-2000:]}", flush=True)
             continue
         row = json.loads(proc.stdout.strip().splitlines()[-1])
