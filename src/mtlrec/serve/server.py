@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
-import logging.config
 import os
 import sys
 from pathlib import Path
@@ -109,7 +108,6 @@ def serve(
     from mtlrec.serve.workers import reuse_port_supported, run_workers
 
     if reuse_port_supported():  # a socket per worker: connections spread evenly (see serve/workers.py)
-        logging.config.dictConfig(log_config)
         run_workers(workers, host, port, log_level, log_config)
         return
     uvicorn.run("mtlrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,

@@ -14,6 +14,7 @@ gone (e.g. SIGKILLed), so no orphan keeps the port. Each worker builds its app w
 from __future__ import annotations
 
 import logging
+import logging.config
 import multiprocessing
 import os
 import signal
@@ -77,6 +78,7 @@ def _worker(host: str, port: int, log_level: str, log_config: dict[str, Any], su
 def run_workers(workers: int, host: str, port: int, log_level: str, log_config: dict[str, Any]) -> None:
     """Run ``workers`` server processes on (host, port) until SIGINT or SIGTERM. The settings reach the workers
     through the environment (see ``app_from_env``). Raises MtlrecError when a worker fails to start."""
+    logging.config.dictConfig(log_config)  # the supervisor's own lines, formatted like the workers'
     holder = listening_socket(host, port)  # holds the port (port 0: picks one) and never listens
     port = holder.getsockname()[1]
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state copied by fork
