@@ -61,3 +61,22 @@ def test_the_server_ranks_candidates_when_asked(tiny_run: Path) -> None:
         assert client.app.state.model.rec.index is not None  # type: ignore[attr-defined]
         body = client.get("/recommend?user=u4&k=5").json()
     assert [i["item_id"] for i in body["items"]] == [i["item_id"] for i in expected]
+
+
+def test_a_model_with_the_next_item_task_retrieves_with_its_two_towers(world: Path, tmp_path: Path) -> None:
+    from conftest import tiny_overrides
+    from mtlrec.config import load_config
+    from mtlrec.train.run import train_run
+
+    tasks = {"interest": {"weight": 1.0}, "next_item": {"weight": 0.5}}
+    train_run(load_config(overrides=tiny_overrides(world, tasks=tasks, **{"train.epochs": 2})), tmp_path / "run",
+              progress=False, log=lambda _: None)  # fmt: skip
+    rec = Recommender.load(tmp_path / "run", candidates=80, index="flat")
+    head = rec.model.heads["next_item"]
+    user = torch.randn(4, rec.item_reprs.shape[1])
+    with torch.no_grad():
+        assert np.allclose(user_vectors(rec.model, user), head.user(user).numpy(), atol=1e-6)
+        assert np.allclose(item_vectors(rec.model, rec.item_reprs), head.item(rec.item_reprs).numpy(), atol=1e-6)
+    exact = Recommender.load(tmp_path / "run")
+    queries = QUERIES[:-1]  # (the last blends in rating, which this model lacks)
+    assert ids(rec.recommend_many(queries)) == ids(exact.recommend_many(queries))
