@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlrec.eval import metrics
+from mtlrec.models.architectures import is_catalogue
 from mtlrec.tasks.base import TASKS, Features, HeadDims, Task, masked_mean
 
 if TYPE_CHECKING:
@@ -26,7 +27,11 @@ class InterestHead(nn.Module):
 
     def forward(self, f: Features) -> torch.Tensor:
         assert f.user is not None and f.shared is not None, "a pair-level head needs user and shared features"
-        return (f.user * f.item).sum(-1) + self.out(f.shared).squeeze(-1)  # [...]
+        if is_catalogue(f.user, f.item):  # <user, item> for a whole catalogue: a matmul, no [B, n, dim] product
+            dot = torch.matmul(f.item, f.user.transpose(1, 2)).squeeze(-1)  # [1, n, d] @ [B, d, 1] -> [B, n]
+        else:
+            dot = (f.user * f.item).sum(-1)  # [...]
+        return dot + self.out(f.shared).squeeze(-1)  # [...]
 
 
 @TASKS.register("interest")
