@@ -113,10 +113,8 @@ class Recommender:
         """recommend_many over each user's ``candidates`` best items by the two towers (FAISS), scored by the model:
         one search for all users, one pass of the heads for all their candidates."""
         assert self.index is not None
-        end = self.split.offsets[1:][rows]
-        hist, mask = histories(self.split, rows, end, self.model.history_len)
-        user = self.model.user_repr(torch.from_numpy(rows), hist, mask)  # [B, dim]
-        seen = [self.split.items[self.split.offsets[r] : e] for r, e in zip(rows, end, strict=True)]
+        user = self._user_reprs(rows)  # [B, dim]
+        seen = [self.split.items[self.split.offsets[r] : self.split.offsets[r + 1]] for r in rows]
         found = self.index.search(user_vectors(self.model, user), self.candidates + max(map(len, seen)))
         pools = []
         for query, own, hits in zip(queries, seen, found, strict=True):
@@ -135,6 +133,11 @@ class Recommender:
             start += len(pool)
         return self._describe(user, picks)
 
+    def _user_reprs(self, rows: np.ndarray) -> torch.Tensor:
+        """Known users' representations [B, dim] from everything known about them."""
+        hist, mask = histories(self.split, rows, self.split.offsets[1:][rows], self.model.history_len)
+        return self.model.user_repr(torch.from_numpy(rows), hist, mask)
+
     def _user_scores(self, rows: np.ndarray, tasks: list[str]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Known users' representations [B, dim] and, per user, catalogue logits of ``tasks`` (of every rankable
         task with a cache, so one entry serves any blend), from the cache or one pass for the users not in it."""
@@ -143,10 +146,7 @@ class Recommender:
         if missing:
             if self.cache is not None:
                 tasks = [name for name, task in self.tasks.items() if task.rankable]
-            todo = rows[missing]
-            end = self.split.offsets[1:][todo]  # everything known about the user
-            hist, mask = histories(self.split, todo, end, self.model.history_len)
-            user = self.model.user_repr(torch.from_numpy(todo), hist, mask)  # [M, dim]
+            user = self._user_reprs(rows[missing])  # [M, dim]
             logits = self.model.catalogue_logits(user, tasks, self.item_reprs)  # task -> [M, n_items]
             for j, n in enumerate(missing):
                 found[n] = (user[j], {name: logits[name][j] for name in tasks})
