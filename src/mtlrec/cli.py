@@ -89,6 +89,7 @@ def train(
     text_model: Annotated[str | None, typer.Option("--text-model", help="Language model name or path.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (0 = all cores).")] = None,
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, or bf16 (autocast; for GPUs).")] = None,
     settings: Annotated[
         list[str] | None,
         typer.Option("--set", help="Any config key, e.g. --set model.dropout=0.2 (value parsed as YAML; repeatable)."),
@@ -115,7 +116,7 @@ def train(
         "train.batch_size": batch_size, "train.negatives": negatives, "model.dim": dim,
         "train.optimizer": optimizer, "model.arch": arch, "train.weighting": weighting, "text.encoder": encoder,
         "text.model": text_model, "train.threads": threads, "train.device": device,
-        "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
+        "train.precision": precision, "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
     }  # fmt: skip
     overrides.update(_settings(settings))
     cfg = load_config(config, overrides)

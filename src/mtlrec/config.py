@@ -85,8 +85,16 @@ class TrainConfig:
     select: str = "ndcg@10"  # validation metric for early stopping and the kept weights (rmse/mae: lower wins)
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores this process may use
-    device: str = "cpu"
+    device: str = "cpu"  # a torch device: cpu, cuda, cuda:1, mps
+    # "bf16": the forward passes of training run under bfloat16 autocast (CUDA's tensor cores; on CPUs without bf16
+    # instructions it is slower), the weights and the optimiser stay float32; evaluation is always float32
+    precision: str = "fp32"
     weighting: str = "fixed"
+    # true: the user and item id tables get sparse gradients (only the rows a step read) and a lazy Adam
+    # (torch.optim.SparseAdam) updates only those rows, so a step costs the same whatever the number of users and
+    # items; the other parameters keep train.optimizer. Needs adamw; no weight decay on the id tables. For worlds
+    # with millions of ids (benchmarks/suite.py); MovieLens-sized runs train as well either way.
+    sparse_ids: bool = False
 
 
 @dataclass(frozen=True)

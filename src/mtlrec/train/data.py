@@ -109,7 +109,7 @@ def row_logits(model: MultiTaskModel, split: Split, rows: PairRows) -> dict[str,
     unique, inverse = np.unique(owners, return_inverse=True)
     hist, mask = histories(split, rows.users[unique], rows.history_end[unique], model.history_len)
     user = model.user_repr(torch.from_numpy(rows.users[unique]), hist, mask)  # [U, dim]
-    return model.pair_logits(user[torch.from_numpy(inverse)], torch.from_numpy(rows.items))
+    return model.pair_logits(user[model.here(torch.from_numpy(inverse))], torch.from_numpy(rows.items))
 
 
 def histories(split: Split, users: np.ndarray, end: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:

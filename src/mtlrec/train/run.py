@@ -30,7 +30,7 @@ from mtlrec.train.data import TrainingData
 from mtlrec.train.distributed import Dist, join, leave, threads_per_process
 from mtlrec.train.pipeline import prepare, set_threads, split_data
 from mtlrec.train.plots import plot_history
-from mtlrec.train.trainer import OPTIMIZERS, Trainer
+from mtlrec.train.trainer import OPTIMIZERS, PRECISIONS, Trainer
 from mtlrec.weighting.base import WEIGHTINGS
 
 
@@ -59,6 +59,22 @@ def check_config(config: Config) -> dict[str, Task]:
     if config.train.optimizer not in OPTIMIZERS:
         valid = ", ".join(OPTIMIZERS)
         raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {valid}")
+    if config.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: '{config.train.precision}' is not one of {', '.join(PRECISIONS)}")
+    try:
+        device = torch.device(config.train.device)
+    except RuntimeError:
+        raise ConfigError(f"train.device: '{config.train.device}' is not a torch device (e.g. cpu, cuda, cuda:1)"
+                          ) from None  # fmt: skip
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is '{config.train.device}' but torch {torch.__version__} sees no CUDA GPU "
+                          "(a CPU build, or no driver): install a CUDA build of torch or use cpu")  # fmt: skip
+    if config.train.sparse_ids and config.train.optimizer != "adamw":
+        raise ConfigError(f"train.sparse_ids needs train.optimizer=adamw (the id tables use its lazy, sparse form), "
+                          f"not '{config.train.optimizer}'")  # fmt: skip
+    if config.train.sparse_ids and config.train.weighting == "pcgrad":
+        raise ConfigError("train.sparse_ids does not work with train.weighting=pcgrad: PCGrad projects whole "
+                          "gradient vectors; use dense id updates (train.sparse_ids=false) or another weighting")
     if not 0.0 <= config.model.id_dropout < 1.0:
         raise ConfigError(f"model.id_dropout: a probability in [0, 1), got {config.model.id_dropout}")
     tasks = build_tasks(config.tasks)
@@ -106,6 +122,7 @@ def _train_run(config: Config, output: Path, progress: bool, log: Callable[[str]
     weighting = WEIGHTINGS.get(config.train.weighting)(tasks).to(config.train.device)
     trainer = Trainer(config, model, tasks, weighting, data, progress=progress, log=log, group=group)
     result = trainer.fit()
+    model.cpu()  # the final evaluation, its reports and the saved run read CPU tensors (validation ran on the device)
     if not group.main:  # every replica holds the same model: rank 0 evaluates and writes the run
         return {}
     if group.enabled:

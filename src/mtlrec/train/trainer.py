@@ -3,6 +3,7 @@ same rows (masked where a row has no label), one combined loss, early stopping o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections import defaultdict
@@ -43,18 +44,27 @@ class TrainResult:
 
 
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")
 
 
-def build_optimizer(config: Config, model: torch.nn.Module, weighting: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizers(config: Config, model: MultiTaskModel, weighting: torch.nn.Module) -> list[torch.optim.Optimizer]:
     """The model's parameters with the configured weight decay; learned task weights without (decay would pull
-    them back towards their start)."""
+    them back towards their start). With ``train.sparse_ids`` the id tables get sparse gradients and their own lazy
+    Adam (same learning rate and betas as AdamW): a second optimizer whose step touches only the rows read."""
     tc = config.train
-    groups = [{"params": list(model.parameters())}, {"params": list(weighting.parameters()), "weight_decay": 0.0}]
+    model.use_sparse_ids(tc.sparse_ids)
+    sparse = [table.weight for table in model.id_tables()] if tc.sparse_ids else []
+    dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
+    groups = [{"params": dense}, {"params": list(weighting.parameters()), "weight_decay": 0.0}]
     if tc.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
-    if tc.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    raise ConfigError(f"train.optimizer: unknown optimizer '{tc.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+        optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)]
+    elif tc.optimizer == "sgd":
+        optimizers = [torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)]
+    else:
+        raise ConfigError(f"train.optimizer: unknown optimizer '{tc.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam(sparse, lr=tc.lr))
+    return optimizers
 
 
 class Trainer:
@@ -76,7 +86,8 @@ class Trainer:
         if config.train.batch_size % self.group.world:
             raise ConfigError(f"train.batch_size ({config.train.batch_size}) must divide evenly among the "
                               f"{self.group.world} processes: each takes an equal share of every batch")  # fmt: skip
-        self.optimizer = build_optimizer(config, model, weighting)
+        self.optimizers = build_optimizers(config, model, weighting)
+        self.sparse_parameters = [table.weight for table in model.id_tables()] if config.train.sparse_ids else []
         self.weighting_context = WeightingContext(model.shared_parameters(), model.last_shared_parameters())
         self.rng = np.random.default_rng(config.train.seed)  # the shuffle, and with one process the extra rows
         self.rows_seen = 0  # (user, item) rows the losses of the last epoch saw: positives, negatives, extra rows
@@ -93,12 +104,17 @@ class Trainer:
             self.select_sample = np.sort(np.random.default_rng(SELECT_SEED).choice(n_eval, n_select, replace=False))
 
     def _row_losses(self, rows: PairRows) -> dict[str, torch.Tensor]:
-        """Every task's loss on the same rows; a task masks the rows it has no label for."""
-        logits = row_logits(self.model, self.data.split, rows)
+        """Every task's loss on the same rows; a task masks the rows it has no label for. Logits come from the
+        forward pass under the configured precision; the losses are computed in float32."""
+        here = self.model.here
+        bf16 = self.config.train.precision == "bf16"
+        with torch.autocast(self.model.device.type, torch.bfloat16) if bf16 else contextlib.nullcontext():
+            logits = row_logits(self.model, self.data.split, rows)
         losses = {}
         for name, task in self.tasks.items():
             targets, mask = task.labels(rows)
-            losses[name] = task.loss(logits[name], targets, mask & torch.from_numpy(rows.for_task(name)))
+            mask = here(mask & torch.from_numpy(rows.for_task(name)))
+            losses[name] = task.loss(logits[name].float(), here(targets), mask)
         return losses
 
     def _validate(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -139,11 +155,7 @@ class Trainer:
             self.rows_seen += len(rows.items)
             for name, w in self.weighting.weights().items():
                 weights[name] += w
-            self.optimizer.zero_grad(set_to_none=True)
-            total = self.weighting.backward(losses, self.weighting_context)
-            average_gradients(self.parameters, self.group)
-            self.optimizer.step()
-            self.weighting.after_step()
+            total = self.step(losses)
             steps += 1
             for name, loss in losses.items():
                 sums[name] += loss.item()
@@ -153,6 +165,17 @@ class Trainer:
         n = max(steps, 1)
         means = self.group.mean({k: v / n for k, v in sums.items()})
         return means, self.group.mean({k: v / n for k, v in weights.items()})
+
+    def step(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimisation step on this batch's task losses (averaged over the processes); the combined loss."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        total = self.weighting.backward(losses, self.weighting_context)
+        average_gradients(self.parameters, self.group, sparse=self.sparse_parameters)
+        for optimizer in self.optimizers:
+            optimizer.step()
+        self.weighting.after_step()
+        return total
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
