@@ -95,6 +95,9 @@ class TrainConfig:
     # items; the other parameters keep train.optimizer. Needs adamw; no weight decay on the id tables. For worlds
     # with millions of ids (benchmarks/suite.py); MovieLens-sized runs train as well either way.
     sparse_ids: bool = False
+    # a crash-safe checkpoint (run folder/checkpoint.safetensors) after every epoch and, when > 0, every this many
+    # steps; `mtlrec train --resume RUN` goes on from it exactly (same metrics as a run never stopped)
+    checkpoint_every: int = 0
 
 
 @dataclass(frozen=True)

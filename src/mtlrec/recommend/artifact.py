@@ -8,7 +8,10 @@ interactions.safetensors  known interactions per user, time-ordered (history and
 items.parquet          item id, title, categories, year, the text the language model read
 ids.json               user ids, item ids (row order of every matrix), category names
 meta.json              version, creation time, dataset fingerprint, encoder, sizes
-metrics.json, history.json, plots/*.png
+metrics.json           test and validation metrics: the same bytes for the same config, seed and machine
+run.json               how the run went: training seconds, threads, texts encoded, resumed or not
+history.json, plots/*.png  per-epoch losses, weights and validation metrics
+checkpoint.safetensors only while training (train/checkpoint.py): gone once the run is whole
 """
 
 from __future__ import annotations

@@ -51,6 +51,14 @@ class Dist:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (any picklable object of ours), in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, value)
+        return out
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each key's mean over the ranks (all ranks must pass the same keys)."""
         if not self.enabled or not values:
