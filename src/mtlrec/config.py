@@ -221,6 +221,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             mark = getattr(exc, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
         try:
             config = from_dict(Config, raw)
         except ConfigError as exc:

@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from mtlrec.models.model import MultiTaskModel
 from mtlrec.models.social import SocialInputs
 from mtlrec.tasks.base import Task, build_tasks
 
+SOCIAL_KEYS = ("friends", "mask", "taste_items", "taste_weights")
 REQUIRED = ["config.yaml", "model.safetensors", "item_vectors.safetensors", "interactions.safetensors",
             "items.parquet", "ids.json", "meta.json"]  # fmt: skip
 
@@ -98,21 +100,24 @@ def load_artifact(run_dir: str | Path) -> Artifact:
     if missing:
         raise ArtifactError(f"{run_dir} is missing {', '.join(missing)}; it is not a complete mtlrec run")
     config = load_config(run_dir / "config.yaml")
-    ids = json.loads((run_dir / "ids.json").read_text())
-    meta = json.loads((run_dir / "meta.json").read_text())
-    vectors = load_file(str(run_dir / "item_vectors.safetensors"))["text"]
-    inter = {k: v.numpy() for k, v in load_file(str(run_dir / "interactions.safetensors")).items()}
+    ids = _read(run_dir / "ids.json", lambda p: json.loads(p.read_text()), ("users", "items", "categories"))
+    meta = _read(run_dir / "meta.json", lambda p: json.loads(p.read_text()))
+    vectors = _read(run_dir / "item_vectors.safetensors", _tensors, ("text",))["text"]
+    inter = {k: v.numpy() for k, v in _read(run_dir / "interactions.safetensors", _tensors,
+                                            ("items", "offsets", "role", "ratings")).items()}  # fmt: skip
     n_users, n_items = len(ids["users"]), len(ids["items"])
     if vectors.shape[0] != n_items:
         raise ArtifactError(f"{run_dir}/item_vectors.safetensors has {vectors.shape[0]} rows for {n_items} items")
+    if len(inter["offsets"]) != n_users + 1 or inter["offsets"][-1] != len(inter["items"]):
+        raise ArtifactError(f"{run_dir}/interactions.safetensors does not fit ids.json's {n_users} users")
     tasks = build_tasks(config.tasks)
     social = None
     if config.model.friends > 0:
         if not (run_dir / "social.safetensors").is_file():
             raise ArtifactError(f"{run_dir} is missing social.safetensors, which config.yaml's model.friends needs")
-        social = SocialInputs(**load_file(str(run_dir / "social.safetensors")))
+        social = SocialInputs(**_read(run_dir / "social.safetensors", _tensors, SOCIAL_KEYS))
     model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]), social=social)
-    state = load_file(str(run_dir / "model.safetensors"))
+    state = _read(run_dir / "model.safetensors", _tensors)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -122,5 +127,24 @@ def load_artifact(run_dir: str | Path) -> Artifact:
     offsets = inter["offsets"]
     split = Split(n_users, n_items, inter["items"], inter["ratings"], np.arange(len(inter["items"])), offsets,
                   inter["role"])  # fmt: skip
-    items = pd.read_parquet(run_dir / "items.parquet")
+    items = _read(run_dir / "items.parquet", pd.read_parquet, ("item_id", "title"))
+    if len(items) != n_items:
+        raise ArtifactError(f"{run_dir}/items.parquet has {len(items)} rows for ids.json's {n_items} items")
     return Artifact(run_dir, config, model, tasks, split, items, ids["users"], ids["items"], ids["categories"], meta)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _read(path: Path, reader: Callable[[Path], Any], keys: Sequence[str] = ()) -> Any:
+    """``reader(path)``, or an ArtifactError naming the file when it cannot be read or lacks one of ``keys``."""
+    try:
+        value = reader(path)
+    except Exception as exc:  # safetensors, JSON and Parquet readers each raise their own types
+        raise ArtifactError(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:200]}); the run directory is "
+                            "damaged: train it again or restore it from a copy") from None  # fmt: skip
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ArtifactError(f"{path}: lacks {', '.join(missing)}; the run directory is damaged or from another tool")
+    return value

@@ -195,6 +195,7 @@ def _train_run(config: Config, output: Path, progress: bool, log: Callable[[str]
     dataset = data.dataset
     save_artifact(output, config, model, data.split, dataset.items, prepared.texts, dataset.user_ids,
                   dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
+                  "split_fingerprint": data.split_fingerprint(),
                   "encoder": prepared.encoder_name, "n_users": dataset.n_users, "n_items": dataset.n_items,
                   "torch": torch.__version__, "python": platform.python_version()})  # fmt: skip
     if per_user:  # each evaluated user's ranking metrics, for paired significance tests between runs
@@ -223,6 +224,12 @@ def evaluate_run(run_dir: str | Path, force: bool = False, log: Callable[[str], 
                             "trained on (dataset fingerprint mismatch); pass --force to evaluate anyway")  # fmt: skip
     # The run's stored text vectors are what the model was trained with: no need to load the language model.
     data = parts.training_data(artifact.model.item_encoder.text.numpy())
+    trained_on = artifact.meta.get("split_fingerprint")  # absent in runs written before it was stored
+    if trained_on is not None and data.split_fingerprint() != trained_on and not force:
+        raise ArtifactError(f"the train / validation / test split rebuilt for {run_dir} differs from the one it was "
+                            "trained on (split fingerprint mismatch: another split seed, cold-start share or "
+                            "splitting code), so some test items may have been training data; pass --force to "
+                            "evaluate anyway")  # fmt: skip
     for task in artifact.tasks.values():
         task.prepare(data)
     return evaluate(artifact.model, artifact.tasks, data, dict(config.eval.blend), ks=config.eval.ks,
