@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 
 from mtlrec import Recommender
 from mtlrec.errors import ArtifactError, MtlrecError
