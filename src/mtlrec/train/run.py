@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -97,11 +98,17 @@ def train_run(config: Config, output: str | Path, progress: bool = True, log: Ca
     times, threads). Launched as several processes (``mtlrec train --nproc N``, torchrun), they train together and
     rank 0 evaluates and writes the run: the other ranks return ``{}``. ``resume``: go on from the checkpoint an
     interrupted run of this config left in ``output`` (``train/checkpoint.py``)."""
+    # Same config and seed, same bytes of metrics.json: PyTorch's deterministic kernels wherever it has them (on the
+    # CPU they all are; on CUDA, cuBLAS needs a fixed workspace, read when CUDA starts), a warning where it has none.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     group = join(config.train.device)  # data-parallel when launched by torchrun / --nproc (train/distributed.py)
     try:
         return _train_run(config, Path(output), progress, log, group, resume)
     finally:
         leave(group)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def read_checkpoint(output: Path, resume: bool) -> dict[str, Any] | None:
