@@ -44,8 +44,8 @@ def peak_rss_gib() -> float:
     return kib / 2**20 if sys.platform != "darwin" else kib / 2**30
 
 
-def train_one_epoch(config, tmp: Path) -> tuple[dict, object]:  # type: ignore[no-untyped-def]
-    """prepare + one timed epoch: (figures, trainer)."""
+def build_trainer(config) -> tuple[dict, object]:  # type: ignore[no-untyped-def]
+    """prepare (timed) and a Trainer ready for its first epoch: (figures, trainer)."""
     import torch
 
     from mtlrec.models.model import MultiTaskModel
@@ -67,52 +67,112 @@ def train_one_epoch(config, tmp: Path) -> tuple[dict, object]:  # type: ignore[n
     weighting = WEIGHTINGS.get(config.train.weighting)(tasks)
     trainer = Trainer(config, model, tasks, weighting, data, progress=False, log=lambda _: None)
     model.train()
+    return {"threads": threads, "prepare_s": round(prepare_s, 2),
+            "train_interactions": len(data.split.train_positions()), "users": data.split.n_users,
+            "items": data.split.n_items}, trainer  # fmt: skip
+
+
+def epoch_figures(figures: dict, seconds: float, rows: int) -> dict:
+    return {**figures, "epoch_s": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
+            "interactions_per_s": round(figures["train_interactions"] / seconds)}  # fmt: skip
+
+
+def train_one_epoch(config, tmp: Path) -> tuple[dict, object]:  # type: ignore[no-untyped-def]
+    """prepare + one timed epoch: (figures, trainer)."""
+    figures, trainer = build_trainer(config)
     t0 = time.perf_counter()
     trainer._epoch(1)
-    seconds = time.perf_counter() - t0
-    positives = len(data.split.train_positions())
-    return {"threads": threads, "prepare_s": round(prepare_s, 2), "epoch_s": round(seconds, 2),
-            "train_interactions": positives, "rows": trainer.rows_seen,
-            "rows_per_s": round(trainer.rows_seen / seconds), "interactions_per_s": round(positives / seconds),
-            "users": data.split.n_users, "items": data.split.n_items}, trainer  # fmt: skip
+    return epoch_figures(figures, time.perf_counter() - t0, trainer.rows_seen), trainer
+
+
+def synthetic_config(n: int, tmp: Path, threads: int, sparse_ids: bool):  # type: ignore[no-untyped-def]
+    """The world of N interactions (generated into ``tmp``; seconds it took) and the config that trains on it."""
+    from mtlrec.config import load_config
+    from mtlrec.data.synth import synth_world
+
+    t0 = time.perf_counter()
+    paths = synth_world(max(2, n // 20), max(1000, n // 50), n, friends=0, seed=0).write(tmp / "world")
+    synth_s = time.perf_counter() - t0
+    config = load_config(overrides={
+        "data.dataset": "generic", "data.data_path": str(paths["interactions"]),
+        "data.items_path": str(paths["items"]), "text.encoder": "hashing", "text.dim": 384,
+        "text.cache_dir": str(tmp / "cache"), "tasks": {"interest": {"weight": 1.0}},
+        "train.threads": threads, "train.sparse_ids": sparse_ids})  # fmt: skip
+    return config, synth_s
 
 
 def child_scaling(n: int, threads: int, sparse_ids: bool = True) -> dict:
     """Part 1 for one size, in this (child) process."""
-    from mtlrec.config import load_config
-    from mtlrec.data.synth import synth_world
-
     with tempfile.TemporaryDirectory(prefix="suite_") as tmp_name:
-        tmp = Path(tmp_name)
-        t0 = time.perf_counter()
-        paths = synth_world(max(2, n // 20), max(1000, n // 50), n, friends=0, seed=0).write(tmp / "world")
-        synth_s = time.perf_counter() - t0
-        config = load_config(overrides={
-            "data.dataset": "generic", "data.data_path": str(paths["interactions"]),
-            "data.items_path": str(paths["items"]), "text.encoder": "hashing", "text.dim": 384,
-            "text.cache_dir": str(tmp / "cache"), "tasks": {"interest": {"weight": 1.0}},
-            "train.threads": threads, "train.sparse_ids": sparse_ids})  # fmt: skip
-        figures, _ = train_one_epoch(config, tmp)
+        config, synth_s = synthetic_config(n, Path(tmp_name), threads, sparse_ids)
+        figures, _ = train_one_epoch(config, Path(tmp_name))
     return {"interactions": n, "sparse_ids": sparse_ids, "synth_s": round(synth_s, 2), **figures,
             "peak_rss_gib": round(peak_rss_gib(), 3)}  # fmt: skip
 
 
-def scaling(sizes: list[int], threads: int, sparse_ids: bool = True) -> list[dict]:
-    out = []
-    for n in sizes:
-        print(f"training cost at {n:,} interactions ...", flush=True)
-        flags = ["--threads", str(threads)] + ([] if sparse_ids else ["--dense-ids"])
-        proc = subprocess.run([sys.executable, __file__, "--child-scaling", str(n), *flags],
-                              capture_output=True, text=True)  # fmt: skip
-        if proc.returncode != 0:
-            last = proc.stderr.strip().splitlines()[-1:]
-            out.append({"interactions": n, "error": f"exit code {proc.returncode}" + (f": {last[0]}" if last else "")})
-            print(f"  failed: {proc.stderr[-2000:]}", flush=True)
-            continue
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  epoch {row['epoch_s']} s, {row['rows_per_s']:,} rows/s, peak {row['peak_rss_gib']} GiB", flush=True)
-        out.append(row)
-    return out
+def child_companion(sizes: list[int], threads: int, sparse_ids: bool, stop: Path) -> list[dict]:
+    """The smaller sizes, side by side with the largest (--paired): their epochs in turn, again and again, until
+    ``stop`` exists (the largest finished); each size's median epoch, measured under the same load."""
+    with tempfile.TemporaryDirectory(prefix="suite_") as tmp_name:
+        built = {}
+        for n in sizes:
+            config, synth_s = synthetic_config(n, Path(tmp_name) / str(n), threads, sparse_ids)
+            figures, trainer = build_trainer(config)
+            built[n] = ({"interactions": n, "sparse_ids": sparse_ids, "synth_s": round(synth_s, 2), **figures},
+                        trainer, [])  # fmt: skip
+        epoch = 0
+        while epoch == 0 or not stop.exists():
+            epoch += 1
+            for _, trainer, runs in built.values():
+                t0 = time.perf_counter()
+                trainer._epoch(epoch)
+                runs.append((time.perf_counter() - t0, trainer.rows_seen))
+    # the peak memory of this process holds all the smaller worlds at once: not a figure of any one of them
+    return [{**epoch_figures(figures, statistics.median(s for s, _ in runs), runs[0][1]), "epochs_timed": len(runs),
+             "peak_rss_gib": None} for figures, _, runs in built.values()]  # fmt: skip
+
+
+def scaling(sizes: list[int], threads: int, sparse_ids: bool = True, paired: bool = False) -> list[dict]:
+    """Part 1: each size in its own process, one after the other; ``paired``: the largest in one process while
+    another times the smaller ones again and again, so all of them see the same load (a noisy machine's
+    slow minutes fall on both sides of the ratio)."""
+    flags = ["--threads", str(threads)] + ([] if sparse_ids else ["--dense-ids"])
+    if not paired or len(sizes) < 2:
+        out = []
+        for n in sizes:
+            print(f"training cost at {n:,} interactions ...", flush=True)
+            proc = subprocess.run([sys.executable, __file__, "--child-scaling", str(n), *flags],
+                                  capture_output=True, text=True)  # fmt: skip
+            out.append(_child_row(n, proc.returncode, proc.stdout, proc.stderr))
+        return out
+    big, small = max(sizes), sorted(n for n in sizes if n != max(sizes))
+    print(f"training cost at {big:,} interactions, side by side with {', '.join(f'{n:,}' for n in small)} ...",
+          flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="suite_pair_") as tmp_name:
+        stop = Path(tmp_name) / "stop"
+        companion = subprocess.Popen([sys.executable, __file__, "--child-companion", *map(str, small), "--stop",
+                                      str(stop), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        large = subprocess.run([sys.executable, __file__, "--child-scaling", str(big), *flags], capture_output=True,
+                               text=True)  # fmt: skip
+        stop.touch()
+        out_small, err_small = companion.communicate()
+    rows = json.loads(out_small.strip().splitlines()[-1]) if companion.returncode == 0 else [
+        {"interactions": n, "error": f"exit code {companion.returncode}: {err_small.strip()[-300:]}"} for n in small]
+    rows.append(_child_row(big, large.returncode, large.stdout, large.stderr))
+    for row in rows:
+        if "epoch_s" in row:
+            print(f"  {row['interactions']:,}: epoch {row['epoch_s']} s", flush=True)
+    return rows
+
+
+def _child_row(n: int, code: int, stdout: str, stderr: str) -> dict:
+    if code != 0:
+        last = stderr.strip().splitlines()[-1:]
+        print(f"  failed: {stderr[-2000:]}", flush=True)
+        return {"interactions": n, "error": f"exit code {code}" + (f": {last[0]}" if last else "")}
+    row = json.loads(stdout.strip().splitlines()[-1])
+    print(f"  epoch {row['epoch_s']} s, {row['rows_per_s']:,} rows/s, peak {row['peak_rss_gib']} GiB", flush=True)
+    return row
 
 
 def ml100k(threads: int) -> dict:
@@ -232,7 +292,8 @@ def plot(rows: list[dict], path: Path) -> None:
     a.loglog(n, [ok[0]["epoch_s"] * x / n[0] for x in n], "--", color="grey", label="linear from the smallest")
     a.set(xlabel="interactions", ylabel="seconds per epoch", title="Training time per epoch")
     a.legend()
-    b.semilogx(n, [r["peak_rss_gib"] for r in ok], "o-")
+    peak = [(x, r["peak_rss_gib"]) for x, r in zip(n, ok, strict=True) if r["peak_rss_gib"] is not None]
+    b.semilogx([x for x, _ in peak], [p for _, p in peak], "o-")
     b.axhline(6, color="red", linestyle=":", label="6 GiB target at 10^7")
     b.set(xlabel="interactions", ylabel="peak resident memory, GiB", title="Peak memory (whole process)")
     b.legend()
@@ -250,8 +311,13 @@ def markdown(r: dict) -> str:
         if "epoch_s" not in row:
             lines.append(f"| {row['interactions']:,} | failed: {row.get('error')} | | | | | |")
             continue
+        peak = "(shared process)" if row["peak_rss_gib"] is None else row["peak_rss_gib"]
         lines.append(f"| {row['interactions']:,} | {row['users']:,} | {row['items']:,} | {row['epoch_s']} | "
-                     f"{row['rows_per_s']:,} | {row['interactions_per_s']:,} | {row['peak_rss_gib']} |")  # fmt: skip
+                     f"{row['rows_per_s']:,} | {row['interactions_per_s']:,} | {peak} |")  # fmt: skip
+    if r.get("paired"):
+        lines += ["", "Paired (`--paired`): the largest world's epoch ran in one process while another ran the "
+                  "smaller worlds' epochs in turn until it finished; their epoch time is the median of those (the "
+                  "same load on both sides of the ratio), their peak memory that of the shared process."]  # fmt: skip
     ml = r.get("ml100k")
     if ml:
         t, e, enc, rec = ml["train"], ml["eval"], ml["encode"], ml["recommend"]
@@ -301,10 +367,17 @@ def main() -> None:
     parser.add_argument("--dense-ids", action="store_true",
                         help="Scaling part with dense id-table updates (train.sparse_ids=false), for comparison.")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--paired", action="store_true",
+                        help="Time the largest world side by side with the smaller ones (same load on both sides).")
     parser.add_argument("--child-scaling", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-companion", type=int, nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--stop", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_scaling is not None:
         print(json.dumps(child_scaling(args.child_scaling, args.threads, not args.dense_ids)))
+        return
+    if args.child_companion is not None:
+        print(json.dumps(child_companion(args.child_companion, args.threads, not args.dense_ids, args.stop)))
         return
     import torch
 
@@ -315,7 +388,8 @@ def main() -> None:
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                          f"Python {platform.python_version()}, torch {torch.__version__}",
               "threads": set_threads(args.threads)}  # fmt: skip
-    result["scaling"] = scaling([int(n) for n in args.sizes], args.threads, not args.dense_ids)
+    result["scaling"] = scaling([int(n) for n in args.sizes], args.threads, not args.dense_ids, args.paired)
+    result["paired"] = args.paired
     if not args.skip_ml100k:
         result["ml100k"] = ml100k(args.threads)
     result["targets"] = targets(result)
