@@ -45,11 +45,16 @@ class TrainResult:
 OPTIMIZERS = ("adamw", "sgd")
 
 
-def build_optimizer(config: Config, model: torch.nn.Module, weighting: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(config: Config, model: MultiTaskModel, weighting: torch.nn.Module) -> torch.optim.Optimizer:
     """The model's parameters with the configured weight decay; learned task weights without (decay would pull
-    them back towards their start)."""
+    them back towards their start); a fine-tuned language model's adapters with their own learning rate
+    (``text.lora.lr``). Frozen parameters (the language model's base weights) are left out."""
     tc = config.train
-    groups = [{"params": list(model.parameters())}, {"params": list(weighting.parameters()), "weight_decay": 0.0}]
+    tuned = model.language_model_parameters()
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in tuned)]
+    groups = [{"params": rest}, {"params": list(weighting.parameters()), "weight_decay": 0.0}]
+    if tuned:
+        groups.append({"params": tuned, "lr": config.text.lora.lr})
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     if tc.optimizer == "sgd":
@@ -156,7 +161,7 @@ class Trainer:
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.model.parameters(), *self.weighting.parameters()]
+        return [p for p in [*self.model.parameters(), *self.weighting.parameters()] if p.requires_grad]
 
     def fit(self) -> TrainResult:
         tc = self.config.train
