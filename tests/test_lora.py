@@ -304,11 +304,15 @@ def test_a_lora_run_loads_recommends_and_encodes_new_users_with_its_adapters(lor
         assert value == pytest.approx(metrics["test"][key], abs=1e-6), key
 
 
-def test_a_run_without_its_adapter_file_is_refused(lora_run: Path, tmp_path: Path) -> None:
+def test_a_run_with_other_or_without_adapters_warns_or_is_refused(lora_run: Path, tmp_path: Path) -> None:
     import shutil
 
     copy = tmp_path / "run"
     shutil.copytree(lora_run, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    (copy / "meta.json").write_text(json.dumps({**meta, "encoder": meta["encoder"][:-4] + "beef"}))
+    with pytest.warns(UserWarning, match="new users' texts will not be encoded as in training"):
+        load_artifact(copy)  # other adapters (or another base model) than the run was trained with
     (copy / "text_adapter.safetensors").unlink()
     with pytest.raises(MtlrecError, match="missing text_adapter.safetensors"):
         load_artifact(copy)

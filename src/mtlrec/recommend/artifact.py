@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,11 @@ def load_artifact(run_dir: str | Path) -> Artifact:
         raise ArtifactError(f"{run_dir}/model.safetensors does not fit config.yaml: {first[0].strip()}") from None
     if isinstance(model.item_encoder, TunedItemEncoder):
         model.item_encoder.mark_text_current()  # item_vectors.safetensors: the catalogue under these adapters
+        found, trained = model.item_encoder.language_model.name, meta.get("encoder")
+        if found != trained:
+            warnings.warn(f"{run_dir}: the language model with this run's adapters is '{found}', but the run was "
+                          f"trained with '{trained}': new users' texts will not be encoded as in training (the "
+                          "stored item vectors are used as they are)", stacklevel=2)  # fmt: skip
     model.eval()
     offsets = inter["offsets"]
     split = Split(n_users, n_items, inter["items"], inter["ratings"], np.arange(len(inter["items"])), offsets,
