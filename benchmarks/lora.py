@@ -50,6 +50,8 @@ def run(name: str, overrides: dict[str, object], work: Path) -> dict:
         print(f"training {name}: {overrides}", flush=True)
         train_run(load_config(overrides=overrides), out, progress=False, log=print)
     metrics = json.loads((out / "metrics.json").read_text())
+    if (out / "run.json").is_file():  # times live there (metrics.json holds what config and seed determine)
+        metrics = {**metrics, **json.loads((out / "run.json").read_text())}
     history = json.loads((out / "history.json").read_text())
     per_user = load_file(str(out / "per_user.safetensors"))
     return {"config": overrides, "metrics": metrics, "history": history, "reused": reused,

@@ -77,7 +77,7 @@ def train_one_epoch(config, tmp: Path) -> tuple[dict, object]:  # type: ignore[n
             "users": data.split.n_users, "items": data.split.n_items}, trainer  # fmt: skip
 
 
-def child_scaling(n: int, threads: int) -> dict:
+def child_scaling(n: int, threads: int, sparse_ids: bool = True) -> dict:
     """Part 1 for one size, in this (child) process."""
     from mtlrec.config import load_config
     from mtlrec.data.synth import synth_world
@@ -91,16 +91,18 @@ def child_scaling(n: int, threads: int) -> dict:
             "data.dataset": "generic", "data.data_path": str(paths["interactions"]),
             "data.items_path": str(paths["items"]), "text.encoder": "hashing", "text.dim": 384,
             "text.cache_dir": str(tmp / "cache"), "tasks": {"interest": {"weight": 1.0}},
-            "train.threads": threads})  # fmt: skip
+            "train.threads": threads, "train.sparse_ids": sparse_ids})  # fmt: skip
         figures, _ = train_one_epoch(config, tmp)
-    return {"interactions": n, "synth_s": round(synth_s, 2), **figures, "peak_rss_gib": round(peak_rss_gib(), 3)}
+    return {"interactions": n, "sparse_ids": sparse_ids, "synth_s": round(synth_s, 2), **figures,
+            "peak_rss_gib": round(peak_rss_gib(), 3)}  # fmt: skip
 
 
-def scaling(sizes: list[int], threads: int) -> list[dict]:
+def scaling(sizes: list[int], threads: int, sparse_ids: bool = True) -> list[dict]:
     out = []
     for n in sizes:
         print(f"training cost at {n:,} interactions ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--child-scaling", str(n), "--threads", str(threads)],
+        flags = ["--threads", str(threads)] + ([] if sparse_ids else ["--dense-ids"])
+        proc = subprocess.run([sys.executable, __file__, "--child-scaling", str(n), *flags],
                               capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
             last = proc.stderr.strip().splitlines()[-1:]
@@ -296,11 +298,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="*", default=[1e5, 1e6, 1e7], help="Interactions per world.")
     parser.add_argument("--threads", type=int, default=0, help="Torch threads (0: every core).")
     parser.add_argument("--skip-ml100k", action="store_true", help="Only the synthetic scaling part.")
+    parser.add_argument("--dense-ids", action="store_true",
+                        help="Scaling part with dense id-table updates (train.sparse_ids=false), for comparison.")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child-scaling", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_scaling is not None:
-        print(json.dumps(child_scaling(args.child_scaling, args.threads)))
+        print(json.dumps(child_scaling(args.child_scaling, args.threads, not args.dense_ids)))
         return
     import torch
 
@@ -311,7 +315,7 @@ def main() -> None:
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                          f"Python {platform.python_version()}, torch {torch.__version__}",
               "threads": set_threads(args.threads)}  # fmt: skip
-    result["scaling"] = scaling([int(n) for n in args.sizes], args.threads)
+    result["scaling"] = scaling([int(n) for n in args.sizes], args.threads, not args.dense_ids)
     if not args.skip_ml100k:
         result["ml100k"] = ml100k(args.threads)
     result["targets"] = targets(result)

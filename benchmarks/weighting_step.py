@@ -57,11 +57,7 @@ def main() -> None:
         for name, trainer in trainers.items():
             start = time.perf_counter()
             for positives in batches:
-                losses = trainer._row_losses(trainer.sampler.rows(positives, config.train.negatives))
-                trainer.optimizer.zero_grad(set_to_none=True)
-                trainer.weighting.backward(losses, trainer.weighting_context)
-                trainer.optimizer.step()
-                trainer.weighting.after_step()
+                trainer.step(trainer._row_losses(trainer.sampler.rows(positives, config.train.negatives)))
             times[name].append((time.perf_counter() - start) / len(batches))
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "steps": args.steps,

@@ -30,7 +30,8 @@ N_ITEMS = 12
 def encoder(id_dropout: float = 0.0) -> ItemEncoder:
     torch.manual_seed(0)
     enc = ItemEncoder(torch.randn(N_ITEMS, 6), dim=4, dropout=0.0, id_dropout=id_dropout)
-    torch.nn.init.normal_(enc.default)
+    with torch.no_grad():
+        torch.nn.init.normal_(enc.default)
     return enc
 
 
@@ -57,11 +58,11 @@ def test_fallback_is_used_exactly_for_items_without_a_train_interaction() -> Non
     text = enc.project(enc.text)
     cold = torch.from_numpy(~warm)
     assert torch.allclose(before_all[cold], enc.default + text[cold])  # default id + text, nothing of their own
-    assert torch.allclose(before_all[~cold], enc.ids.weight[~cold] + text[~cold])
+    assert torch.allclose(before_all[~cold], enc.ids.weight[:N_ITEMS][~cold] + text[~cold])
     assert torch.allclose(before_rows, before_all)
     assert torch.allclose(before_pool, (weights[..., None] * enc(hist)).sum(1), atol=1e-6)  # embedding_bag path
     with torch.no_grad():  # a cold item's own id row must not matter anywhere ...
-        enc.ids.weight[cold] += 100.0
+        enc.ids.weight[:N_ITEMS][cold] += 100.0
     assert torch.equal(enc(items), before_rows) and torch.equal(enc.all(), before_all)
     assert torch.allclose(enc.pool(hist, weights), before_pool)
     with torch.no_grad():  # ... while a warm item's does
@@ -90,7 +91,7 @@ def test_id_dropout_replaces_ids_in_training_only() -> None:
     assert torch.equal(enc(items), enc.all()[items])  # evaluation never drops an id
     loss = enc.train()(items[:8]).sum()  # the default learns from dropped rows
     loss.backward()
-    assert enc.default.grad is not None and enc.default.grad.abs().sum() > 0
+    assert enc.ids.weight.grad[N_ITEMS].abs().sum() > 0  # the default is the table's last row
 
 
 def test_id_dropout_must_be_a_probability() -> None:
@@ -103,12 +104,26 @@ def test_id_dropout_must_be_a_probability() -> None:
 def test_a_model_written_before_the_fallback_still_loads() -> None:
     config = ModelConfig(dim=4, hidden=(8,), history_len=3)
     model = MultiTaskModel(config, build_tasks({"interest": {}}), 3, torch.randn(N_ITEMS, 6), n_categories=2)
-    state = {k: v for k, v in model.state_dict().items() if k not in ("item_encoder.warm", "item_encoder.default")}
+    state = {k: v for k, v in model.state_dict().items() if k != "item_encoder.warm"}
+    state["item_encoder.ids.weight"] = state["item_encoder.ids.weight"][:N_ITEMS]  # no default row yet
     again = MultiTaskModel(config, build_tasks({"interest": {}}), 3, torch.randn(N_ITEMS, 6), n_categories=2)
     again.item_encoder.set_warm(np.zeros(N_ITEMS, dtype=bool))
     again.load_state_dict(state)  # strict: the two new entries are filled in
     assert again.item_encoder.warm.all()  # every item keeps the id it was trained with
     assert torch.count_nonzero(again.item_encoder.default) == 0
+
+
+def test_a_model_that_kept_the_default_apart_loads_it_as_the_last_row() -> None:
+    config = ModelConfig(dim=4, hidden=(8,), history_len=3)
+    model = MultiTaskModel(config, build_tasks({"interest": {}}), 3, torch.randn(N_ITEMS, 6), n_categories=2)
+    state = model.state_dict()
+    table = state["item_encoder.ids.weight"]
+    default = torch.arange(4.0)
+    state["item_encoder.ids.weight"], state["item_encoder.default"] = table[:N_ITEMS], default  # the older layout
+    again = MultiTaskModel(config, build_tasks({"interest": {}}), 3, torch.randn(N_ITEMS, 6), n_categories=2)
+    again.load_state_dict(state)
+    assert torch.equal(again.item_encoder.ids.weight[:N_ITEMS], table[:N_ITEMS])
+    assert torch.equal(again.item_encoder.default, default)
 
 
 # ----------------------------------------------------------------------------- the protocol
@@ -231,7 +246,8 @@ def test_a_run_directory_without_the_mask_loads_as_all_warm(cold_run: Path, tmp_
     old = tmp_path / "old"
     shutil.copytree(cold_run, old)
     state = load_file(str(old / "model.safetensors"))
-    del state["item_encoder.warm"], state["item_encoder.default"]
+    del state["item_encoder.warm"]
+    state["item_encoder.ids.weight"] = state["item_encoder.ids.weight"][:-1].contiguous()  # no default row yet
     save_file(state, str(old / "model.safetensors"))
     assert Recommender.load(old).model.item_encoder.warm.all()
 

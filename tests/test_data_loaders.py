@@ -150,6 +150,34 @@ def test_generic_parquet(tmp_path: Path) -> None:
     assert ds.has_ratings and not ds.has_timestamps and "interactions" not in ds.first_line
 
 
+def test_parquet_ids_stream_in_batches_into_the_same_dataset_as_csv(tmp_path: Path, monkeypatch) -> None:
+    import mtlrec.data.readers as readers
+
+    rng = np.random.default_rng(0)
+    n = 200
+    frame = pd.DataFrame({"user_id": [f"u{k}" for k in rng.integers(0, 30, n)], "item_id": rng.integers(0, 50, n),
+                          "rating": rng.integers(1, 6, n).astype(float), "timestamp": np.arange(n) * 10})  # fmt: skip
+    frame = frame.drop_duplicates(["user_id", "item_id"])
+    frame.to_csv(tmp_path / "i.csv", index=False)
+    frame.to_parquet(tmp_path / "i.parquet")
+    monkeypatch.setattr(readers, "PARQUET_BATCH", 7)  # ids first seen in many different batches
+    streamed, csv = load_generic(tmp_path / "i.parquet"), load_generic(tmp_path / "i.csv")
+    assert isinstance(streamed.interactions["user_id"].dtype, pd.CategoricalDtype)  # 4 bytes a row, ids once
+    assert streamed.user_ids == csv.user_ids and streamed.item_ids == csv.item_ids
+    for a, b in zip(streamed.encoded_interactions(), csv.encoded_interactions(), strict=True):
+        assert np.array_equal(a, b)
+    assert streamed.fingerprint() == csv.fingerprint()
+    assert streamed.interactions["item_id"].astype(str).tolist() == csv.interactions["item_id"].tolist()
+
+
+def test_a_missing_id_in_parquet_names_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "gap.parquet"
+    pd.DataFrame({"user_id": ["a", None, "b"], "item_id": ["x", "y", "z"]}).to_parquet(path)
+    with pytest.raises(DataError, match="user_id") as info:
+        load_generic(path)
+    assert "row 2" in str(info.value) and "missing value" in str(info.value)
+
+
 @pytest.mark.parametrize(("mode", "kept"), [("first", [1.0, 2.0]), ("last", [2.0, 3.0])])
 def test_generic_on_duplicate(tmp_path: Path, mode: str, kept: list[float]) -> None:
     path = write(tmp_path / "d.csv", "user_id,item_id,rating\nu,a,1\nu,b,2\nu,a,3\n")

@@ -33,8 +33,15 @@ def _average_on_rank(rank: int, port: int, out: str) -> None:
         both.grad = torch.tensor([1.0, 2.0, 3.0]) * (rank + 1)  # rank 0: 1,2,3; rank 1: 2,4,6
         if rank == 1:
             one.grad = torch.tensor([4.0, 4.0, 4.0])  # only rank 1 has it: rank 0 counts zeros
-        average_gradients([both, one, none], Dist(rank, 2))
+        table, lone = torch.nn.Parameter(torch.zeros(4, 2)), torch.nn.Parameter(torch.zeros(4, 2))  # sparse grads
+        table.grad = torch.sparse_coo_tensor([[rank, 3]], [[2.0, 2.0], [1.0, 1.0]], (4, 2))  # row 3 on both
+        if rank == 1:
+            lone.grad = torch.sparse_coo_tensor([[1]], [[4.0, 6.0]], (4, 2))  # rank 0 has none: counts as zero
+        average_gradients([both, one, none, table, lone], Dist(rank, 2), sparse=[table, lone])
+        assert table.grad.is_sparse and lone.grad.is_sparse  # the lazy optimizer needs them sparse
         grads = [None if p.grad is None else p.grad.tolist() for p in (both, one, none)]
+        grads += [p.grad.to_dense().tolist() for p in (table, lone)]
+        grads.append(Dist(rank, 2).gather({"rank": rank}))  # each rank's random generators, for checkpoints
         Path(out, f"{rank}.json").write_text(json.dumps(grads))
     finally:
         dist.destroy_process_group()
@@ -43,8 +50,11 @@ def _average_on_rank(rank: int, port: int, out: str) -> None:
 def test_gradients_are_averaged_over_the_processes(tmp_path: Path) -> None:
     mp.spawn(_average_on_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
-        both, one, none = json.loads((tmp_path / f"{rank}.json").read_text())
+        both, one, none, table, lone, gathered = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert gathered == [{"rank": 0}, {"rank": 1}]
         assert both == [1.5, 3.0, 4.5] and one == [2.0, 2.0, 2.0] and none is None
+        assert table == [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+        assert lone == [[0.0, 0.0], [2.0, 3.0], [0.0, 0.0], [0.0, 0.0]]
 
 
 def test_one_process_is_unchanged() -> None:

@@ -27,7 +27,7 @@ from mtlrec.text.lora import LoraTextModel
 from mtlrec.train.data import PairRows, heldout_positive_rows, histories, row_logits
 from mtlrec.train.pipeline import prepare
 from mtlrec.train.run import check_config, evaluate_run, train_run
-from mtlrec.train.trainer import Trainer, build_optimizer
+from mtlrec.train.trainer import Trainer, build_optimizers
 from mtlrec.weighting.base import WEIGHTINGS
 
 pytest.importorskip("peft")
@@ -209,7 +209,8 @@ def test_a_training_step_changes_the_adapters_and_nothing_of_the_base_model(tune
     assert set(changed) == set(adapters)
     assert not torch.equal(model.item_encoder.project.weight, others["item_encoder.project.weight"])
     np.testing.assert_array_equal(prepared.data.text_vectors, frozen_start)  # the memory bank is the model's own
-    groups = trainer.optimizer.param_groups
+    (optimizer,) = trainer.optimizers
+    groups = optimizer.param_groups
     assert [g["lr"] for g in groups] == [config.train.lr, config.train.lr, config.text.lora.lr]
     assert {id(p) for p in groups[2]["params"]} == {id(p) for p in lm.adapters.values()}
     assert not any(id(p) in {id(q) for q in lm.model.parameters() if not q.requires_grad}
@@ -255,7 +256,7 @@ def test_items_per_step_caps_the_items_encoded_with_gradient(tuned_parts) -> Non
 def test_build_optimizer_without_lora_keeps_one_learning_rate(tiny_run: Path) -> None:
     artifact = load_artifact(tiny_run)
     assert artifact.model.language_model_parameters() == []
-    optimizer = build_optimizer(artifact.config, artifact.model, WEIGHTINGS.get("fixed")(artifact.tasks))
+    (optimizer,) = build_optimizers(artifact.config, artifact.model, WEIGHTINGS.get("fixed")(artifact.tasks))
     assert len(optimizer.param_groups) == 2
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(artifact.model.parameters()))
 

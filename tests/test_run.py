@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mtlrec import Recommender
 from mtlrec.errors import ArtifactError, MtlrecError
@@ -26,7 +27,8 @@ def test_run_directory_holds_everything_and_no_pickle(tiny_run: Path) -> None:
     for stage in ("valid", "test"):
         assert set(RANKING + ["rmse", "mae", "auc", "micro_f1", "macro_f1", "map"]) <= set(metrics[stage])
         assert all(0.0 <= metrics[stage][k] <= 1.0 for k in RANKING)
-    assert {"seed", "train_seconds", "protocol"} <= set(metrics)
+    assert {"seed", "protocol", "best_epoch"} <= set(metrics) and "train_seconds" not in metrics  # same bytes each run
+    assert {"train_seconds", "threads", "texts_encoded"} <= set(json.loads((tiny_run / "run.json").read_text()))
     history = json.loads((tiny_run / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert set(history[0]["train_loss"]) == {"interest", "rating", "genre", "total"}
@@ -81,6 +83,28 @@ def test_reevaluation_repeats_the_stored_metrics(tiny_run: Path) -> None:
             assert value == pytest.approx(stored[stage][key], abs=1e-6), (stage, key)
 
 
+def test_evaluation_refuses_other_data_or_another_split_unless_forced(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = (run / "config.yaml").read_text()
+    data_path = Path(yaml.safe_load(config)["data"]["data_path"])
+    changed = pd.read_csv(data_path)
+    changed.loc[3, "rating"] = 1  # one rating of one user
+    changed.to_csv(tmp_path / "changed.csv", index=False)
+    (run / "config.yaml").write_text(config.replace(str(data_path), str(tmp_path / "changed.csv")))
+    with pytest.raises(ArtifactError, match="dataset fingerprint mismatch"):
+        evaluate_run(run, log=lambda _: None)
+    assert "test" in evaluate_run(run, force=True, log=lambda _: None)
+    (run / "config.yaml").write_text(config.replace("category_test: 0.2", "category_test: 0.3"))  # same data
+    with pytest.raises(ArtifactError, match="split fingerprint mismatch"):
+        evaluate_run(run, log=lambda _: None)
+    assert "test" in evaluate_run(run, force=True, log=lambda _: None)
+
+
 def test_evaluation_ranks_with_the_recommender_scores(tiny_run: Path) -> None:
     """Full ranking in the evaluator and Recommender.score_all go through one scoring function."""
     from mtlrec.recommend.scoring import ranking_scores
@@ -107,6 +131,53 @@ def test_incomplete_run_directory_is_reported(tiny_run: Path, tmp_path: Path) ->
     (broken / "config.yaml").write_text(text)
     with pytest.raises(ArtifactError, match="does not fit config.yaml"):
         Recommender.load(broken)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "model.safetensors", "item_vectors.safetensors",
+                                  "interactions.safetensors", "items.parquet", "ids.json", "meta.json"])
+def test_a_damaged_run_file_is_named(tiny_run: Path, tmp_path: Path, name: str) -> None:
+    import shutil
+
+    from mtlrec.errors import ConfigError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    data = (broken / name).read_bytes()
+    (broken / name).write_bytes(data[: len(data) // 2] + b"\x00\xff{")  # cut short, garbage at the end
+    with pytest.raises((ArtifactError, ConfigError)) as info:
+        Recommender.load(broken)
+    assert name in str(info.value)
+
+
+def test_a_run_file_with_a_part_missing_is_named(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    tensors = load_file(str(broken / "interactions.safetensors"))
+    del tensors["offsets"]
+    save_file(tensors, str(broken / "interactions.safetensors"))
+    with pytest.raises(ArtifactError, match="interactions.safetensors: lacks offsets"):
+        Recommender.load(broken)
+    shutil.copy(tiny_run / "interactions.safetensors", broken / "interactions.safetensors")
+    ids = json.loads((broken / "ids.json").read_text())
+    (broken / "ids.json").write_text(json.dumps({**ids, "items": ids["items"][:-1]}))
+    with pytest.raises(ArtifactError, match="item_vectors.safetensors has 80 rows for 79 items"):
+        Recommender.load(broken)
+
+
+def test_no_pickle_is_ever_loaded() -> None:
+    """torch.load (pickle underneath) and pickle itself appear nowhere in the package."""
+    import re
+
+    import mtlrec
+
+    root = Path(mtlrec.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"\bimport pickle\b|\bpickle\.load|torch\.load\(", text), path
 
 
 def _train(world: Path, out: Path, **extra: object) -> dict:

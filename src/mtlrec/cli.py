@@ -89,6 +89,7 @@ def train(
     text_model: Annotated[str | None, typer.Option("--text-model", help="Language model name or path.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (0 = all cores).")] = None,
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, or bf16 (autocast; for GPUs).")] = None,
     settings: Annotated[
         list[str] | None,
         typer.Option("--set", help="Any config key, e.g. --set model.dropout=0.2 (value parsed as YAML; repeatable)."),
@@ -99,6 +100,11 @@ def train(
         typer.Option(help="Data-parallel processes on this machine (torch.distributed; torchrun for several "
                      "machines, see the README). train.batch_size is the global batch."),
     ] = 1,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Go on with an interrupted run from its checkpoint: the run folder, trained with its "
+                     "own config.yaml (no other settings)."),
+    ] = None,
 ) -> None:
     """Train the multi-task model, evaluate it on PROTOCOL.md, and write a run directory.
 
@@ -115,16 +121,24 @@ def train(
         "train.batch_size": batch_size, "train.negatives": negatives, "model.dim": dim,
         "train.optimizer": optimizer, "model.arch": arch, "train.weighting": weighting, "text.encoder": encoder,
         "text.model": text_model, "train.threads": threads, "train.device": device,
-        "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
+        "train.precision": precision, "tasks": {name: {"weight": w} for name, w in tasks.items()} if tasks else None,
     }  # fmt: skip
     overrides.update(_settings(settings))
+    if resume is not None:
+        given = [key for key, value in overrides.items() if value is not None] + (["--config"] if config else [])
+        if given:
+            raise ConfigError(f"--resume goes on with {resume} under its own config.yaml; drop the other settings "
+                              f"({', '.join(given)})")  # fmt: skip
+        config, output = resume / "config.yaml", resume
+        if not config.is_file():
+            raise ConfigError(f"--resume {resume}: no config.yaml there; is it a run folder of `mtlrec train`?")
     cfg = load_config(config, overrides)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        metrics = _launch(cfg, output, nproc, progress)
+        metrics = _launch(cfg, output, nproc, progress, resume is not None)
     elif nproc < 1:
         raise ConfigError(f"--nproc must be 1 or more, got {nproc}")
     else:
-        metrics = train_run(cfg, output, progress=progress, log=log)
+        metrics = train_run(cfg, output, progress=progress, log=log, resume=resume is not None)
         if not metrics:  # a rank other than 0 of a data-parallel run: rank 0 reports
             return
     out.print(_metrics_table(metrics, f"{cfg.data.dataset} · best epoch {metrics['best_epoch']} · "
@@ -132,7 +146,7 @@ def train(
     console.print(f"run written to {output} (metrics.json, plots/)")
 
 
-def _launch(cfg: Any, output: Path, nproc: int, progress: bool) -> dict[str, Any]:
+def _launch(cfg: Any, output: Path, nproc: int, progress: bool, resume: bool) -> dict[str, Any]:
     """``mtlrec train`` as ``nproc`` processes under torchrun (standalone: this machine), from the resolved
     config; rank 0 writes the run. Returns its metrics."""
     import subprocess
@@ -146,12 +160,14 @@ def _launch(cfg: Any, output: Path, nproc: int, progress: bool) -> dict[str, Any
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "mtlrec", "train", "--config", str(config_path), "--output", str(output),
                "--progress" if progress else "--no-progress"]  # fmt: skip
+        if resume:  # each process reads the run's config.yaml and the checkpoint itself
+            cmd[cmd.index("--config") : cmd.index("--config") + 2] = ["--resume", str(output)]
         console.print(f"data-parallel training: {nproc} processes (torchrun --standalone)")
         code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
                               ).returncode  # fmt: skip
     if code != 0:
         raise MtlrecError(f"data-parallel training failed (torchrun exit code {code}); see the messages above")
-    return json.loads((output / "metrics.json").read_text())
+    return {**json.loads((output / "metrics.json").read_text()), **json.loads((output / "run.json").read_text())}
 
 
 @app.command()

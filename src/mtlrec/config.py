@@ -121,8 +121,19 @@ class TrainConfig:
     select: str = "ndcg@10"  # validation metric for early stopping and the kept weights (rmse/mae: lower wins)
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores this process may use
-    device: str = "cpu"
+    device: str = "cpu"  # a torch device: cpu, cuda, cuda:1, mps
+    # "bf16": the forward passes of training run under bfloat16 autocast (CUDA's tensor cores; on CPUs without bf16
+    # instructions it is slower), the weights and the optimiser stay float32; evaluation is always float32
+    precision: str = "fp32"
     weighting: str = "fixed"
+    # true: the user and item id tables get sparse gradients (only the rows a step read) and a lazy Adam
+    # (torch.optim.SparseAdam) updates only those rows, so a step costs the same whatever the number of users and
+    # items; the other parameters keep train.optimizer. Needs adamw; no weight decay on the id tables. For worlds
+    # with millions of ids (benchmarks/suite.py); MovieLens-sized runs train as well either way.
+    sparse_ids: bool = False
+    # a crash-safe checkpoint (run folder/checkpoint.safetensors) after every epoch and, when > 0, every this many
+    # steps; `mtlrec train --resume RUN` goes on from it exactly (same metrics as a run never stopped)
+    checkpoint_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             mark = getattr(exc, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
         try:
             config = from_dict(Config, raw)
         except ConfigError as exc:

@@ -50,6 +50,7 @@ def load_generic(
         floats=["rating"],
         ints=["timestamp"],
         sep=_sep(path, sep),
+        ids=["user_id", "item_id"],
         **kw,
     )
     items = users = None
@@ -104,7 +105,7 @@ def load_generic(
             if table.first_line is not None:
                 first_line[key] = table.first_line
     item_frame = _items(items) if items is not None else _items_from_ids(inter.frame["item_id"])
-    user_frame = users.frame if users is not None else pd.DataFrame({"user_id": pd.unique(inter.frame["user_id"])})
+    user_frame = users.frame if users is not None else pd.DataFrame({"user_id": _unique_ids(inter.frame["user_id"])})
     vocab = sorted({c for cats in item_frame["categories"] for c in cats})
     return Dataset(
         name=name or Path(path).stem,
@@ -156,8 +157,13 @@ def _items(table: Table) -> pd.DataFrame:
     )
 
 
+def _unique_ids(ids: pd.Series) -> np.ndarray:
+    """Distinct ids in order of first appearance, as plain strings (also from a Categorical column)."""
+    return np.asarray(pd.unique(ids), dtype=object)
+
+
 def _items_from_ids(item_ids: pd.Series) -> pd.DataFrame:
-    ids = pd.unique(item_ids)
+    ids = _unique_ids(item_ids)
     return pd.DataFrame(
         {"item_id": ids, "title": ids, "text": "", "categories": [[] for _ in ids], "year": np.full(len(ids), np.nan)}
     )

@@ -19,6 +19,8 @@ from mtlrec.data.validate import Table, drop_trailing_blank_rows, require_values
 from mtlrec.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# Rows of a Parquet file converted at a time: one batch's Python strings exist at once, never the whole file's.
+PARQUET_BATCH = 1 << 20
 _FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _QUOTE_RE = re.compile(r"EOF inside string starting at row (\d+)")
 
@@ -63,6 +65,7 @@ def read_table(
     quoted: bool = True,
     double_colon: bool = False,
     dataset: str | None = None,
+    ids: Sequence[str] = (),
 ) -> Table:
     """Read a delimited or Parquet table into columns named ``required + optional`` (those present).
 
@@ -71,6 +74,8 @@ def read_table(
     also in ``nullable``; every other column is text, and ``required`` text columns may not be empty.
     ``double_colon`` reads GroupLens ``a::b::c`` files with the C parser by splitting on ':' and dropping the empty
     fields in between, which is many times faster than pandas' regex separator.
+    ``ids``: text columns whose values repeat over many rows (user and item ids); from Parquet they are read in
+    streaming batches into pandas Categoricals (each id stored once, 4 bytes a row).
     """
     p = check_file(path, dataset=dataset)
     mapping = dict(columns or {})
@@ -86,7 +91,8 @@ def read_table(
         file_names, keep, first_line = list(names), [*required, *[c for c in optional if c in names]], 1
     numeric = {mapping.get(c, c) for c in (*floats, *ints) if c in keep}
     if is_parquet(p):
-        frame, first_line = _read_parquet(p, [mapping.get(c, c) for c in keep], numeric), None
+        compact = {mapping.get(c, c) for c in ids if c in keep}
+        frame, first_line = _read_parquet(p, [mapping.get(c, c) for c in keep], numeric, compact), None
     else:
         frame = _read_delimited(
             p,
@@ -222,12 +228,40 @@ def _parquet_schema(path: Path):
         ) from e
 
 
-def _read_parquet(path: Path, columns: list[str], numeric: set[str]) -> pd.DataFrame:
-    frame = pd.read_parquet(path, columns=columns)
+def _read_parquet(path: Path, columns: list[str], numeric: set[str], ids: set[str] = frozenset()) -> pd.DataFrame:
+    """The columns of a Parquet file, scanned in record batches of PARQUET_BATCH rows (pyarrow datasets). An ``ids``
+    column becomes a Categorical built batch by batch: each batch's distinct ids are looked up in (or added to)
+    the id map of the batches before, so a 10^7-row file costs 4 bytes a row, not a Python string a row."""
+    import pyarrow.dataset as pads
+
+    try:
+        batches = pads.dataset(path, format="parquet").to_batches(columns=columns, batch_size=PARQUET_BATCH)
+        parts: dict[str, list] = {name: [] for name in columns}
+        id_maps: dict[str, dict[str, int]] = {name: {} for name in ids}  # id -> code, in order of first appearance
+        for batch in batches:
+            frame = batch.to_pandas()
+            for name in columns:
+                col = frame[name]
+                if name not in ids:
+                    parts[name].append(col)
+                    continue
+                codes, uniques = pd.factorize(_as_text(col) if not pd.api.types.is_string_dtype(col) else col)
+                known = id_maps[name]
+                lookup = np.fromiter((known.setdefault(u, len(known)) for u in uniques), np.int32, len(uniques))
+                parts[name].append(np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1).astype(np.int32))
+    except (OSError, ValueError) as e:  # pyarrow's errors (ArrowInvalid, ...) derive from these
+        raise DataError(f"not a readable Parquet file ({e})", path=path,
+                        hint="write it with pandas.DataFrame.to_parquet or pass a CSV file") from e  # fmt: skip
+    out: dict[str, object] = {}
     for name in columns:
-        if name not in numeric and not pd.api.types.is_string_dtype(frame[name]):
-            frame[name] = _as_text(frame[name])
-    return frame
+        if name in ids:
+            codes = np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype=np.int32)
+            out[name] = pd.Categorical.from_codes(codes, categories=pd.Index(list(id_maps[name]), dtype=object))
+        else:
+            col = pd.concat(parts[name], ignore_index=True) if parts[name] else pd.Series([], dtype=object)
+            as_is = name in numeric or pd.api.types.is_string_dtype(col)
+            out[name] = col if as_is else _as_text(col)
+    return pd.DataFrame(out)
 
 
 def _as_text(col: pd.Series) -> pd.Series:

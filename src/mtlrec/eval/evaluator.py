@@ -36,12 +36,13 @@ class EvalContext:
     def pair_outputs(self, stage: str) -> tuple[dict[str, torch.Tensor], PairRows]:
         if stage not in self._pairs:
             rows = self.pair_rows(stage)
-            self._pairs[stage] = (row_logits(self.model, self.data.split, rows), rows)
+            logits = row_logits(self.model, self.data.split, rows)
+            self._pairs[stage] = ({task: out.cpu() for task, out in logits.items()}, rows)
         return self._pairs[stage]
 
     @torch.no_grad()
     def item_outputs(self, task: str, items: torch.Tensor) -> torch.Tensor:
-        return self.model.item_logits(task, items)
+        return self.model.item_logits(task, items).cpu()
 
     @torch.no_grad()
     def user_outputs(self, task: str, users: np.ndarray, stage: str, batch_users: int = 1024) -> torch.Tensor:
@@ -52,7 +53,7 @@ class EvalContext:
             batch = users[start : start + batch_users]
             hist, mask = histories(split, batch, split.history_end(stage)[batch], self.model.history_len)
             out.append(self.model.user_logits(task, self.model.user_repr(torch.from_numpy(batch), hist, mask)))
-        return torch.cat(out)
+        return torch.cat(out).cpu()
 
 
 ScoreFn = Callable[[np.ndarray, str], torch.Tensor]  # (user indexes [B], stage) -> scores float [B, n_items]
@@ -89,11 +90,11 @@ def rank_users(
         counts = seen_start[batch + 1] - seen_start[batch]
         rows = np.repeat(np.arange(len(batch)), counts)
         cols = np.concatenate([seen_items[seen_start[u] : seen_start[u + 1]] for u in batch])
-        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
+        scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = float("-inf")
         result = metrics.rank_metrics(scores, torch.from_numpy(targets[start : start + batch_users]), ks)
         for name, value in result.items():
             per_user[name].append(value)
-    return {name: torch.cat(values).numpy() for name, values in per_user.items()}
+    return {name: torch.cat(values).cpu().numpy() for name, values in per_user.items()}
 
 
 def model_score_fn(model: MultiTaskModel, tasks: dict[str, Task], blend: dict[str, float], split: Split) -> ScoreFn:

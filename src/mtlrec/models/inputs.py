@@ -16,6 +16,9 @@ class ItemEncoder(nn.Module):
     (plus that shared default). ``warm`` is a persistent buffer (saved in ``model.safetensors``); it is all True
     until :meth:`set_warm` is given the items that have a train interaction (``Split.trained_items``).
 
+    The default is the id table's last row (``ids`` has ``n_items + 1`` rows), so every id lookup reads one table
+    and, with sparse id updates (``MultiTaskModel.use_sparse_ids``), a step's gradient holds only the rows it read.
+
     In training mode each item representation's id part is replaced by the default with probability
     ``id_dropout`` (rows, history entries and the catalogue alike, drawn independently), so the default and the
     text projection learn to stand in for an id. Evaluation and serving never drop ids.
@@ -24,14 +27,24 @@ class ItemEncoder(nn.Module):
     def __init__(self, text_vectors: torch.Tensor, dim: int, dropout: float, id_dropout: float = 0.0) -> None:
         super().__init__()
         n_items, text_dim = text_vectors.shape
+        self.n_items = n_items
         self.register_buffer("text", text_vectors.float(), persistent=False)  # frozen; stored beside the weights
         self.register_buffer("warm", torch.ones(n_items, dtype=torch.bool))  # items with a train interaction
-        self.ids = nn.Embedding(n_items, dim)
-        self.default = nn.Parameter(torch.zeros(dim))  # the id part of items without (or with a dropped) id
+        # Row n_items is the default id (zero at first). The item rows draw from the seeded generator exactly as
+        # the former [n_items, dim] table did, so a seed gives the same initial model (and results) as before.
+        self.ids = nn.Embedding(n_items + 1, dim, _weight=torch.zeros(n_items + 1, dim))
+        with torch.no_grad():
+            self.ids.weight[:n_items].normal_()  # what nn.Embedding's own initialisation drew
         self.project = nn.Linear(text_dim, dim)
         self.dropout = nn.Dropout(dropout)
         self.id_dropout = id_dropout
-        nn.init.normal_(self.ids.weight, std=0.01)
+        with torch.no_grad():
+            self.ids.weight[:n_items].normal_(std=0.01)
+
+    @property
+    def default(self) -> torch.Tensor:
+        """The id part of items without (or with a dropped) id: [dim], a view of the table's last row."""
+        return self.ids.weight[self.n_items]
 
     @torch.no_grad()
     def set_warm(self, warm: torch.Tensor | np.ndarray) -> None:
@@ -42,42 +55,43 @@ class ItemEncoder(nn.Module):
         self.warm.copy_(warm)
 
     def id_index(self, items: torch.Tensor) -> torch.Tensor:
-        """Row of :meth:`id_table` each item reads: its own, or ``n_items`` (the default) for an item without a
-        train interaction and, in training mode, with probability ``id_dropout``. Same shape as ``items``."""
+        """Row of ``ids`` each item reads: its own, or ``n_items`` (the default) for an item without a train
+        interaction and, in training mode, with probability ``id_dropout``. Same shape as ``items``."""
         own = self.warm[items]
         if self.training and self.id_dropout > 0:
             own = own & (torch.rand(items.shape, device=items.device) >= self.id_dropout)
-        return torch.where(own, items, self.ids.num_embeddings)
-
-    def id_table(self) -> torch.Tensor:
-        return torch.cat([self.ids.weight, self.default[None]])  # [n_items + 1, dim], last row = default
+        return torch.where(own, items, self.n_items)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        ids = F.embedding(self.id_index(items), self.id_table())  # [..., dim]
-        if items.numel() > self.ids.num_embeddings:  # more rows than items: project the catalogue once, then index
+        ids = self.ids(self.id_index(items))  # [..., dim]
+        if items.numel() > self.n_items:  # more rows than items: project the catalogue once, then index
             return self.dropout(ids + self.project(self.text)[items])  # [..., dim]
         return self.dropout(ids + self.project(self.text[items]))  # [..., dim]
 
     def all(self) -> torch.Tensor:
-        items = torch.arange(self.ids.num_embeddings, device=self.warm.device)
-        return self.dropout(F.embedding(self.id_index(items), self.id_table()) + self.project(self.text))  # [n, dim]
+        items = torch.arange(self.n_items, device=self.warm.device)
+        return self.dropout(self.ids(self.id_index(items)) + self.project(self.text))  # [n, dim]
 
     def pool(self, items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_j weights[:, j] * item(items[:, j]) without materialising [B, L, dim] (the projection is linear,
         so pooling the text vectors first and projecting once gives the same result)."""
         # items [B, L], weights [B, L] (0 on padding)
-        ids = F.embedding_bag(self.id_index(items), self.id_table(), per_sample_weights=weights, mode="sum")  # [B, d]
+        ids = F.embedding_bag(self.id_index(items), self.ids.weight, per_sample_weights=weights, mode="sum",
+                              sparse=self.ids.sparse)  # fmt: skip
         text = F.embedding_bag(items, self.text, per_sample_weights=weights, mode="sum")  # [B, text_dim]
         bias = self.project.bias * weights.sum(-1, keepdim=True)  # [B, dim]
         return self.dropout(ids + F.linear(text, self.project.weight) + bias)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Run directories written before the inductive id part have neither key: their model gave every item its
-        # own id, which "all warm" and an (unused) zero default reproduce exactly.
-        if prefix + "ids.weight" in state_dict:
-            n_items, dim = state_dict[prefix + "ids.weight"].shape
-            state_dict.setdefault(prefix + "warm", torch.ones(n_items, dtype=torch.bool))
-            state_dict.setdefault(prefix + "default", torch.zeros(dim))
+        # Older run directories keep the default apart (``default``, beside an [n_items, dim] table), and the
+        # oldest have neither it nor ``warm``: their model gave every item its own id, which "all warm" and an
+        # (unused) zero default reproduce exactly.
+        key = prefix + "ids.weight"
+        if key in state_dict and state_dict[key].shape[0] == self.n_items:
+            table = state_dict[key]
+            default = state_dict.pop(prefix + "default", table.new_zeros(table.shape[1]))
+            state_dict[key] = torch.cat([table, default[None]])
+            state_dict.setdefault(prefix + "warm", torch.ones(self.n_items, dtype=torch.bool))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -63,8 +63,22 @@ class MultiTaskModel(nn.Module):
         state_dict.setdefault(prefix + "user_warm", torch.ones_like(self.user_warm))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    @property
+    def device(self) -> torch.device:
+        return self.user_warm.device
+
+    def here(self, tensor: torch.Tensor) -> torch.Tensor:
+        """An input (indexes, masks: built on the CPU) on this model's device; from pinned memory and without
+        waiting on CUDA, so the copy overlaps the work already queued."""
+        if tensor.device == self.device:
+            return tensor
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
     def user_repr(self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # users [B], history [B, L] item indexes, mask [B, L]
+        # users [B], history [B, L] item indexes, mask [B, L]; on any device (moved to the model's)
+        users, history, mask = self.here(users), self.here(history), self.here(mask)
         user = self.user_encoder(users, history, mask, self.item_encoder)  # [B, dim]
         if self.social is not None:
             user = self.social(users, user, self.user_encoder.ids, self.item_encoder)  # [B, dim]
@@ -75,6 +89,7 @@ class MultiTaskModel(nn.Module):
         the mean trained id embedding (over the users with a train interaction, ``user_warm``) in place of an own
         one. Every tower is additive in the id (user = id embedding + f(history), see models/towers.py), so
         swapping the id part is exact. No friends are read."""
+        history, mask = self.here(history), self.here(mask)
         anchor = torch.zeros(history.shape[0], dtype=torch.long, device=history.device)  # [B] any user row
         ids = self.user_encoder.ids
         user = self.user_encoder(anchor, history, mask, self.item_encoder)  # [B, dim]
@@ -87,7 +102,7 @@ class MultiTaskModel(nn.Module):
 
     def pair_logits(self, user: torch.Tensor, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits for rows of (user representation [R, dim], item index [R]): task -> [R] (or [R, n_classes])."""
-        return self._heads(user, self.item_encoder(items), list(self.heads))
+        return self._heads(user, self.item_encoder(self.here(items)), list(self.heads))
 
     def forward(
         self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
@@ -114,10 +129,20 @@ class MultiTaskModel(nn.Module):
 
     def item_logits(self, task: str, items: torch.Tensor) -> torch.Tensor:
         """Logits of an item-level task (its head reads the item representation only): [n, ...]."""
-        return self.heads[task](Features(item=self.item_encoder(items)))
+        return self.heads[task](Features(item=self.item_encoder(self.here(items))))
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return self.body.last_shared_parameters()
+
+    def id_tables(self) -> list[nn.Embedding]:
+        """The user and item id embeddings: rows grow with the world, a step reads a few of them."""
+        return [self.user_encoder.ids, self.item_encoder.ids]
+
+    def use_sparse_ids(self, sparse: bool = True) -> None:
+        """Make the id tables' gradients sparse (only the rows a step read; a sparse-aware optimizer must step
+        them, see ``train.sparse_ids``) or dense again."""
+        for table in self.id_tables():
+            table.sparse = sparse
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss reaches: encoders and shared layers (what gradient methods act on); a

@@ -79,7 +79,8 @@ class FriendAttention(nn.Module):
     def friend_repr(self, friends: torch.Tensor, user_ids: nn.Embedding, items: ItemEncoder) -> torch.Tensor:
         """Id embedding + mean train-item representation of each friend: [U] -> [U, dim]."""
         weights = self.taste_weights[friends]  # [U, L]
-        ids = F.embedding_bag(self.taste_items[friends], items.ids.weight, per_sample_weights=weights, mode="sum")
+        ids = F.embedding_bag(self.taste_items[friends], items.ids.weight, per_sample_weights=weights, mode="sum",
+                              sparse=items.ids.sparse)  # fmt: skip
         text = F.linear(self.text_mean[friends], items.project.weight) + items.project.bias * weights.sum(-1, True)
         return user_ids(friends) + ids + text  # [U, dim]
 

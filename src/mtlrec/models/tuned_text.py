@@ -122,7 +122,7 @@ class TunedItemEncoder(ItemEncoder):
             yield
             return
         bank = self.text  # [n_items, text_dim] the latest vector of each item, no gradient
-        chosen = torch.unique(items)  # [U] sorted
+        chosen = torch.unique(items.to(bank.device))  # [U] sorted
         if not self._own:  # items outside ``chosen`` read the bank: make it this model's vectors first
             self.refresh_text()
         if 0 < self.items_per_step < len(chosen):
@@ -132,7 +132,8 @@ class TunedItemEncoder(ItemEncoder):
         with torch.no_grad():
             bank[chosen] = fresh.detach().to(bank.dtype)  # training-mode vectors (adapter dropout) ...
         self._current = None  # ... so evaluation encodes the catalogue again
-        self._buffers["text"] = bank.index_put((chosen,), fresh)  # [n_items, text_dim], gradient on chosen rows
+        # [n_items, text_dim], gradient on the chosen rows (float32 also when the step runs under bf16 autocast)
+        self._buffers["text"] = bank.index_put((chosen,), fresh.to(bank.dtype))
         self._in_step = True
         try:
             yield

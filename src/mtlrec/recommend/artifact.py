@@ -10,7 +10,10 @@ interactions.safetensors  known interactions per user, time-ordered (history and
 items.parquet          item id, title, categories, year, the text the language model read
 ids.json               user ids, item ids (row order of every matrix), category names
 meta.json              version, creation time, dataset fingerprint, encoder, sizes
-metrics.json, history.json, plots/*.png
+metrics.json           test and validation metrics: the same bytes for the same config, seed and machine
+run.json               how the run went: training seconds, threads, texts encoded, resumed or not
+history.json, plots/*.png  per-epoch losses, weights and validation metrics
+checkpoint.safetensors only while training (train/checkpoint.py): gone once the run is whole
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ from mtlrec.models.tuned_text import TunedItemEncoder, text_tuning
 from mtlrec.tasks.base import Task, build_tasks
 
 ADAPTER = "item_encoder.language_model."  # model state keys of a fine-tuned language model's adapters
-
+SOCIAL_KEYS = ("friends", "mask", "taste_items", "taste_weights")
 REQUIRED = ["config.yaml", "model.safetensors", "item_vectors.safetensors", "interactions.safetensors",
             "items.parquet", "ids.json", "meta.json"]  # fmt: skip
 
@@ -106,27 +110,34 @@ def load_artifact(run_dir: str | Path) -> Artifact:
     if missing:
         raise ArtifactError(f"{run_dir} is missing {', '.join(missing)}; it is not a complete mtlrec run")
     config = load_config(run_dir / "config.yaml")
-    ids = json.loads((run_dir / "ids.json").read_text())
-    meta = json.loads((run_dir / "meta.json").read_text())
-    vectors = load_file(str(run_dir / "item_vectors.safetensors"))["text"]
-    inter = {k: v.numpy() for k, v in load_file(str(run_dir / "interactions.safetensors")).items()}
+    ids = _read(run_dir / "ids.json", lambda p: json.loads(p.read_text()), ("users", "items", "categories"))
+    meta = _read(run_dir / "meta.json", lambda p: json.loads(p.read_text()))
+    vectors = _read(run_dir / "item_vectors.safetensors", _tensors, ("text",))["text"]
+    inter = {k: v.numpy() for k, v in _read(run_dir / "interactions.safetensors", _tensors,
+                                            ("items", "offsets", "role", "ratings")).items()}  # fmt: skip
     n_users, n_items = len(ids["users"]), len(ids["items"])
     if vectors.shape[0] != n_items:
         raise ArtifactError(f"{run_dir}/item_vectors.safetensors has {vectors.shape[0]} rows for {n_items} items")
+    if len(inter["offsets"]) != n_users + 1 or inter["offsets"][-1] != len(inter["items"]):
+        raise ArtifactError(f"{run_dir}/interactions.safetensors does not fit ids.json's {n_users} users")
     tasks = build_tasks(config.tasks)
     social = None
     if config.model.friends > 0:
         if not (run_dir / "social.safetensors").is_file():
             raise ArtifactError(f"{run_dir} is missing social.safetensors, which config.yaml's model.friends needs")
-        social = SocialInputs(**load_file(str(run_dir / "social.safetensors")))
-    items = pd.read_parquet(run_dir / "items.parquet")
+        social = SocialInputs(**_read(run_dir / "social.safetensors", _tensors, SOCIAL_KEYS))
+    items = _read(run_dir / "items.parquet", pd.read_parquet, ("item_id", "title"))
+    if len(items) != n_items:
+        raise ArtifactError(f"{run_dir}/items.parquet has {len(items)} rows for ids.json's {n_items} items")
     tuning = None
-    state = load_file(str(run_dir / "model.safetensors"))
+    state = _read(run_dir / "model.safetensors", _tensors)
     if config.text.lora.rank > 0:  # the language model with the run's adapters encodes new users' texts
         if not (run_dir / "text_adapter.safetensors").is_file():
             raise ArtifactError(f"{run_dir} is missing text_adapter.safetensors, which config.yaml's text.lora needs")
+        if "text" not in items:
+            raise ArtifactError(f"{run_dir}/items.parquet lacks text, which the run's fine-tuned language model reads")
         tuning = text_tuning(config, items["text"].astype(str).tolist())
-        state.update({ADAPTER + k: v for k, v in load_file(str(run_dir / "text_adapter.safetensors")).items()})
+        state.update({ADAPTER + k: v for k, v in _read(run_dir / "text_adapter.safetensors", _tensors).items()})
     model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]), social=social,
                            tuning=tuning)  # fmt: skip
     try:
@@ -146,3 +157,20 @@ def load_artifact(run_dir: str | Path) -> Artifact:
     split = Split(n_users, n_items, inter["items"], inter["ratings"], np.arange(len(inter["items"])), offsets,
                   inter["role"])  # fmt: skip
     return Artifact(run_dir, config, model, tasks, split, items, ids["users"], ids["items"], ids["categories"], meta)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _read(path: Path, reader: Callable[[Path], Any], keys: Sequence[str] = ()) -> Any:
+    """``reader(path)``, or an ArtifactError naming the file when it cannot be read or lacks one of ``keys``."""
+    try:
+        value = reader(path)
+    except Exception as exc:  # safetensors, JSON and Parquet readers each raise their own types
+        raise ArtifactError(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:200]}); the run directory is "
+                            "damaged: train it again or restore it from a copy") from None  # fmt: skip
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ArtifactError(f"{path}: lacks {', '.join(missing)}; the run directory is damaged or from another tool")
+    return value

@@ -67,8 +67,10 @@ class ServingModel:
         rec = self.rec = recommender
         self.run_dir = Path(rec.artifact.run_dir)
         self.meta: dict[str, Any] = dict(rec.artifact.meta)
-        metrics_path = self.run_dir / "metrics.json"
-        self.metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        self.metrics: dict[str, Any] = {}  # metrics.json, then run.json (times) of runs written since it split off
+        for name in ("metrics.json", "run.json"):
+            if (self.run_dir / name).is_file():
+                self.metrics.update(json.loads((self.run_dir / name).read_text()))
         self.item_ids, self.user_ids = rec.item_ids, rec.user_ids
         self.n_items = len(self.item_ids)
         self._item_row = {item: row for row, item in enumerate(self.item_ids)}

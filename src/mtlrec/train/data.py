@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,18 @@ class TrainingData:
         cold = np.zeros(0, dtype=np.int64) if cold_items is None else np.asarray(cold_items, dtype=np.int64)
         held = np.zeros(0, dtype=np.int64) if cold_users is None else np.asarray(cold_users, dtype=np.int64)
         return cls(dataset, split, text_vectors, dataset.category_matrix(), roles, users, cold, held, cold_user_split)
+
+
+    def split_fingerprint(self) -> str:
+        """sha256 over what is held out and what is trained on: the split (every user's items in order, their roles),
+        the category task's item roles and the cold items and users. Equal exactly when evaluation would see the
+        same train / validation / test division."""
+        h = hashlib.sha256()
+        split = self.split
+        for array in (split.items, split.offsets, split.role, self.category_role, self.cold_items, self.cold_users):
+            h.update(np.ascontiguousarray(array).tobytes())
+            h.update(b"|")
+        return h.hexdigest()
 
 
 def category_roles(n_items: int, test: float, valid: float, seed: int) -> np.ndarray:
@@ -112,7 +125,7 @@ def row_logits(model: MultiTaskModel, split: Split, rows: PairRows) -> dict[str,
     items = torch.from_numpy(rows.items)
     with model.reading(torch.cat([hist[mask], items])):
         user = model.user_repr(torch.from_numpy(rows.users[unique]), hist, mask)  # [U, dim]
-        return model.pair_logits(user[torch.from_numpy(inverse)], items)
+        return model.pair_logits(user[model.here(torch.from_numpy(inverse))], items)
 
 
 def histories(split: Split, users: np.ndarray, end: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:

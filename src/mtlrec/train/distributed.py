@@ -14,6 +14,7 @@ gradients explicitly works for all of them and is one collective per step either
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,14 @@ class Dist:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (any picklable object of ours), in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, value)
+        return out
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each key's mean over the ranks (all ranks must pass the same keys)."""
         if not self.enabled or not values:
@@ -85,21 +94,39 @@ def leave(group: Dist) -> None:
         torch.distributed.destroy_process_group()
 
 
-def average_gradients(params: list[torch.nn.Parameter], group: Dist) -> None:
+def average_gradients(
+    params: list[torch.nn.Parameter], group: Dist, sparse: Sequence[torch.nn.Parameter] = ()
+) -> None:
     """Replace each gradient by its mean over the ranks. A parameter no rank has a gradient for keeps ``None``
-    (optimizers skip it, as in one process); one that only some ranks have counts as zero on the others."""
+    (optimizers skip it, as in one process); one that only some ranks have counts as zero on the others.
+
+    ``sparse``: the parameters with sparse gradients (``train.sparse_ids``; the same on every rank). Their means
+    stay sparse: gloo sums them as they are (cost: the rows the ranks touched), other backends densely."""
     if not group.enabled or not params:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    present = torch.tensor([float(p.grad is not None) for p in params], device=grads[0].device)
+    dense = [p for p in params if not any(p is s for s in sparse)]
+    for p in sparse:
+        grad = (p.grad if p.grad is not None else torch.sparse_coo_tensor(
+            torch.zeros(1, 0, dtype=torch.long), p.new_zeros(0, *p.shape[1:]), p.shape)).coalesce()  # fmt: skip
+        if torch.distributed.get_backend() == "gloo":
+            torch.distributed.all_reduce(grad)
+        else:
+            summed = grad.to_dense()
+            torch.distributed.all_reduce(summed)
+            grad = summed.to_sparse(sparse_dim=grad.sparse_dim())
+        p.grad = (grad / group.world).coalesce()
+    if not dense:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in dense]
+    present = torch.tensor([float(p.grad is not None) for p in dense], device=grads[0].device)
     flat = torch.cat([g.reshape(-1) for g in grads] + [present])
     torch.distributed.all_reduce(flat)
     flat /= group.world
     offset = 0
-    for p, g in zip(params, grads, strict=True):
+    for p, g in zip(dense, grads, strict=True):
         p.grad = flat[offset : offset + g.numel()].view_as(p)
         offset += g.numel()
-    for p, seen in zip(params, flat[offset:].tolist(), strict=True):
+    for p, seen in zip(dense, flat[offset:].tolist(), strict=True):
         if seen == 0:
             p.grad = None
 

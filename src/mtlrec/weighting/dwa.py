@@ -37,3 +37,9 @@ class DynamicWeightAverage(WeightingStrategy):
 
     def weights(self) -> dict[str, float]:
         return dict(zip(self.task_names, self._weights.tolist(), strict=True))
+
+    def get_extra_state(self) -> dict[str, object]:  # in state_dict(): a resumed run goes on with these weights
+        return {"weights": self._weights, "history": list(self._history)}
+
+    def set_extra_state(self, state: dict[str, object]) -> None:
+        self._weights, self._history = state["weights"], list(state["history"])  # type: ignore[arg-type]

@@ -48,6 +48,12 @@ class PCGrad(WeightingStrategy):
     def weights(self) -> dict[str, float]:
         return dict(self._weights)
 
+    def get_extra_state(self) -> torch.Tensor:  # in state_dict(): a resumed run draws the same task orders
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
 
 def _project(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """PCGrad on task gradients [T, P]: each row projected off the original rows it conflicts with."""
