@@ -44,6 +44,41 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters (peft) on the language model, trained jointly with the multi-task loss (``text.lora``).
+
+    The base weights stay frozen; each step re-encodes the texts of the items it reads, so the gradient of every
+    task's loss reaches the adapters (``models/tuned_text.py``). Needs ``pip install "mtlrec[lora]"``."""
+
+    rank: int = 0  # 0 = off: the language model is frozen and its vectors come from the embedding cache
+    alpha: float = 16.0  # the adapters' output is scaled by alpha / rank
+    dropout: float = 0.05  # on the adapters' inputs while training (the frozen model's own dropout stays off)
+    target_modules: tuple[str, ...] = ("query", "key", "value")  # attention projections of BERT-like models (MiniLM)
+    layers: tuple[int, ...] = ()  # transformer layers (0-based) that get adapters; empty = every layer
+    lr: float = 5e-4  # the adapters' own learning rate (the rest of the model keeps train.lr)
+    max_length: int = 0  # tokens kept per text while fine-tuning and after; 0 = the model's own limit (256)
+    # 0: every item a step reads is re-encoded with gradient. N > 0: at most N of them, drawn at random each step;
+    # the others read the latest vectors computed for them, without gradient (cheaper, for CPU runs)
+    items_per_step: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("rank", self.rank >= 0, "a whole number >= 0 (0 = off)"),
+            ("alpha", self.alpha > 0, "a number > 0"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "a probability in [0, 1)"),
+            ("target_modules", bool(self.target_modules) and all(self.target_modules),
+             "a non-empty list of module names (e.g. [query, key, value])"),
+            ("layers", all(layer >= 0 for layer in self.layers), "layer indexes >= 0 (empty = every layer)"),
+            ("lr", self.lr > 0, "a learning rate > 0"),
+            ("max_length", self.max_length >= 0, "a token count >= 0 (0 = the model's own limit)"),
+            ("items_per_step", self.items_per_step >= 0, "a whole number >= 0 (0 = every item a step reads)"),
+        ]  # fmt: skip
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"text.lora.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
 class TextConfig:
     encoder: str = "sentence-transformers"  # or "hashing" (fast, for tests only)
     model: str | None = None  # language model name or local path; None = the encoder's default (all-MiniLM-L6-v2)
@@ -51,6 +86,7 @@ class TextConfig:
     batch_size: int = 128
     cache_dir: str | None = None  # default: $MTLREC_CACHE_DIR/embeddings or ~/.cache/mtlrec/embeddings
     dim: int | None = None  # only for encoders that take a dimension (hashing)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # fine-tuning the language model (off by default)
 
 
 @dataclass(frozen=True)

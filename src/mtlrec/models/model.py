@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.inputs import ItemEncoder
 from mtlrec.models.social import FriendAttention, SocialInputs
 from mtlrec.models.towers import USER_TOWERS
+from mtlrec.models.tuned_text import TextTuning, TunedItemEncoder
 from mtlrec.tasks.base import Features, HeadDims, Task
 
 
@@ -23,11 +26,19 @@ class MultiTaskModel(nn.Module):
         text_vectors: torch.Tensor,
         n_categories: int,
         social: SocialInputs | None = None,
+        tuning: TextTuning | None = None,
     ) -> None:
-        """``social``: the friend graph, required when ``config.friends`` > 0 (attention over friends)."""
+        """``social``: the friend graph, required when ``config.friends`` > 0 (attention over friends).
+        ``tuning``: a language model with LoRA adapters that re-encodes the item texts (``text.lora``); None: the
+        ``text_vectors`` stay frozen."""
         super().__init__()
         self.history_len = config.history_len
-        self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout, config.id_dropout)
+        if tuning is None:
+            self.item_encoder = ItemEncoder(text_vectors, config.dim, config.dropout, config.id_dropout)
+        elif config.friends > 0:
+            raise ValueError("a fine-tuned language model (text.lora) does not work with model.friends > 0 yet")
+        else:
+            self.item_encoder = TunedItemEncoder(text_vectors, config.dim, config.dropout, config.id_dropout, tuning)
         self.user_encoder = USER_TOWERS.get(config.user_tower)(config, n_users)  # the user tower, by name
         if config.friends > 0 and social is None:
             raise ValueError("model.friends > 0 needs the social graph (SocialInputs)")
@@ -134,10 +145,26 @@ class MultiTaskModel(nn.Module):
             table.sparse = sparse
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters every task's loss reaches: encoders and shared layers (what gradient methods act on)."""
+        """Parameters every task's loss reaches: encoders and shared layers (what gradient methods act on); a
+        fine-tuned language model's adapters among them, its frozen weights not."""
         social = [] if self.social is None else list(self.social.parameters())
-        return [*self.item_encoder.parameters(), *self.user_encoder.parameters(), *social,
-                *self.body.shared_parameters()]  # fmt: skip
+        every = [*self.item_encoder.parameters(), *self.user_encoder.parameters(), *social,
+                 *self.body.shared_parameters()]  # fmt: skip
+        return [p for p in every if p.requires_grad]
+
+    def language_model_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of a fine-tuned language model (its LoRA adapters, ``text.lora``), which have
+        their own learning rate; empty when the language model is frozen."""
+        if not isinstance(self.item_encoder, TunedItemEncoder):
+            return []
+        return [p for p in self.item_encoder.language_model.parameters() if p.requires_grad]
+
+    def reading(self, items: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+        """The scope of one training step that reads ``items`` (item indexes, any shape): a fine-tuned language
+        model encodes each of their texts once for it (``TunedItemEncoder.reading``); a frozen one needs nothing."""
+        if isinstance(self.item_encoder, TunedItemEncoder):
+            return self.item_encoder.reading(items)
+        return contextlib.nullcontext()
 
     def user_logits(self, task: str, user: torch.Tensor) -> torch.Tensor:
         """Logits of a user-level task (its head reads the user representation [n, dim] only): [n, ...]. There is

@@ -2,7 +2,9 @@
 
 config.yaml            resolved config (defaults < file < flags)
 model.safetensors      weights
-item_vectors.safetensors  the language-model vectors of the item texts (frozen input)
+item_vectors.safetensors  the language-model vectors of the item texts (frozen input; with text.lora, those of
+                       the fine-tuned language model)
+text_adapter.safetensors  the language model's LoRA adapter weights (only with text.lora.rank > 0)
 social.safetensors     the friend graph and friends' taste items (only with model.friends > 0)
 interactions.safetensors  known interactions per user, time-ordered (history and seen items when serving)
 items.parquet          item id, title, categories, year, the text the language model read
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +37,10 @@ from mtlrec.data.splits import Split
 from mtlrec.errors import ArtifactError
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.models.social import SocialInputs
+from mtlrec.models.tuned_text import TunedItemEncoder, text_tuning
 from mtlrec.tasks.base import Task, build_tasks
 
+ADAPTER = "item_encoder.language_model."  # model state keys of a fine-tuned language model's adapters
 SOCIAL_KEYS = ("friends", "mask", "taste_items", "taste_weights")
 REQUIRED = ["config.yaml", "model.safetensors", "item_vectors.safetensors", "interactions.safetensors",
             "items.parquet", "ids.json", "meta.json"]  # fmt: skip
@@ -60,9 +65,14 @@ def save_artifact(
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if isinstance(model.item_encoder, TunedItemEncoder):  # the item vectors of the adapters being saved
+        model.item_encoder.refresh_text()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(ADAPTER)}
     save_file(state, str(run_dir / "model.safetensors"))
     save_file({"text": model.item_encoder.text.contiguous()}, str(run_dir / "item_vectors.safetensors"))
+    adapter = {k[len(ADAPTER) :]: v.contiguous() for k, v in model.state_dict().items() if k.startswith(ADAPTER)}
+    if adapter:
+        save_file(adapter, str(run_dir / "text_adapter.safetensors"))
     if model.social is not None:
         save_file(model.social.inputs().tensors(), str(run_dir / "social.safetensors"))
     save_file(
@@ -116,20 +126,36 @@ def load_artifact(run_dir: str | Path) -> Artifact:
         if not (run_dir / "social.safetensors").is_file():
             raise ArtifactError(f"{run_dir} is missing social.safetensors, which config.yaml's model.friends needs")
         social = SocialInputs(**_read(run_dir / "social.safetensors", _tensors, SOCIAL_KEYS))
-    model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]), social=social)
+    items = _read(run_dir / "items.parquet", pd.read_parquet, ("item_id", "title"))
+    if len(items) != n_items:
+        raise ArtifactError(f"{run_dir}/items.parquet has {len(items)} rows for ids.json's {n_items} items")
+    tuning = None
     state = _read(run_dir / "model.safetensors", _tensors)
+    if config.text.lora.rank > 0:  # the language model with the run's adapters encodes new users' texts
+        if not (run_dir / "text_adapter.safetensors").is_file():
+            raise ArtifactError(f"{run_dir} is missing text_adapter.safetensors, which config.yaml's text.lora needs")
+        if "text" not in items:
+            raise ArtifactError(f"{run_dir}/items.parquet lacks text, which the run's fine-tuned language model reads")
+        tuning = text_tuning(config, items["text"].astype(str).tolist())
+        state.update({ADAPTER + k: v for k, v in _read(run_dir / "text_adapter.safetensors", _tensors).items()})
+    model = MultiTaskModel(config.model, tasks, n_users, vectors, len(ids["categories"]), social=social,
+                           tuning=tuning)  # fmt: skip
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1:2] or [str(exc)]
         raise ArtifactError(f"{run_dir}/model.safetensors does not fit config.yaml: {first[0].strip()}") from None
+    if isinstance(model.item_encoder, TunedItemEncoder):
+        model.item_encoder.mark_text_current()  # item_vectors.safetensors: the catalogue under these adapters
+        found, trained = model.item_encoder.language_model.name, meta.get("encoder")
+        if found != trained:
+            warnings.warn(f"{run_dir}: the language model with this run's adapters is '{found}', but the run was "
+                          f"trained with '{trained}': new users' texts will not be encoded as in training (the "
+                          "stored item vectors are used as they are)", stacklevel=2)  # fmt: skip
     model.eval()
     offsets = inter["offsets"]
     split = Split(n_users, n_items, inter["items"], inter["ratings"], np.arange(len(inter["items"])), offsets,
                   inter["role"])  # fmt: skip
-    items = _read(run_dir / "items.parquet", pd.read_parquet, ("item_id", "title"))
-    if len(items) != n_items:
-        raise ArtifactError(f"{run_dir}/items.parquet has {len(items)} rows for ids.json's {n_items} items")
     return Artifact(run_dir, config, model, tasks, split, items, ids["users"], ids["items"], ids["categories"], meta)
 
 

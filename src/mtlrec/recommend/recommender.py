@@ -195,11 +195,12 @@ class Recommender:
         form ("Title (year). Genres: ..."), which a user's sentence lacks, so raw cosine favours titles that merely
         sound like the sentence ("I Like It Like That" for "I love 90s science fiction"); centring removes that
         shared direction and leaves the content (there, 7 of the 10 nearest MovieLens films are Sci-Fi, 3 raw)."""
-        if self._encoder is None:
+        if self._encoder is None:  # a fine-tuned language model (text.lora) is part of the model; else load one
             from mtlrec.text import build_encoder
 
             tc = self.artifact.config.text
-            self._encoder = build_encoder(tc.encoder, tc.model, dim=tc.dim)
+            tuned = getattr(self.model.item_encoder, "language_model", None)
+            self._encoder = tuned if tuned is not None else build_encoder(tc.encoder, tc.model, dim=tc.dim)
         query = torch.as_tensor(np.asarray(self._encoder.encode([text]), dtype=np.float32))[0]  # [text_dim]
         vectors = self.model.item_encoder.text  # [n_items, text_dim]
         centre = vectors.mean(0)  # [text_dim]

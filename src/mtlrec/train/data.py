@@ -117,12 +117,15 @@ class PairRows:
 
 
 def row_logits(model: MultiTaskModel, split: Split, rows: PairRows) -> dict[str, torch.Tensor]:
-    """Every task's logits for ``rows``, encoding each distinct (user, history) once."""
+    """Every task's logits for ``rows``, encoding each distinct (user, history) once (and, with a fine-tuned
+    language model, each distinct item text the rows read once: ``MultiTaskModel.reading``)."""
     owners = np.arange(len(rows.users)) if rows.owner is None else rows.owner
     unique, inverse = np.unique(owners, return_inverse=True)
     hist, mask = histories(split, rows.users[unique], rows.history_end[unique], model.history_len)
-    user = model.user_repr(torch.from_numpy(rows.users[unique]), hist, mask)  # [U, dim]
-    return model.pair_logits(user[model.here(torch.from_numpy(inverse))], torch.from_numpy(rows.items))
+    items = torch.from_numpy(rows.items)
+    with model.reading(torch.cat([hist[mask], items])):
+        user = model.user_repr(torch.from_numpy(rows.users[unique]), hist, mask)  # [U, dim]
+        return model.pair_logits(user[model.here(torch.from_numpy(inverse))], items)
 
 
 def histories(split: Split, users: np.ndarray, end: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:

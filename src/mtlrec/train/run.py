@@ -23,6 +23,7 @@ from mtlrec.models.architectures import ARCHITECTURES
 from mtlrec.models.model import MultiTaskModel
 from mtlrec.models.social import SocialInputs, social_inputs
 from mtlrec.models.towers import USER_TOWERS
+from mtlrec.models.tuned_text import check_tuning, text_tuning
 from mtlrec.recommend.artifact import load_artifact, save_artifact, write_json
 from mtlrec.recommend.scoring import check_blend
 from mtlrec.tasks.base import Task, build_tasks
@@ -58,6 +59,7 @@ def check_config(config: Config) -> dict[str, Task]:
     USER_TOWERS.get(config.model.user_tower)
     WEIGHTINGS.get(config.train.weighting)
     ENCODERS.get(config.text.encoder)
+    check_tuning(config)
     if config.train.optimizer not in OPTIMIZERS:
         valid = ", ".join(OPTIMIZERS)
         raise ConfigError(f"train.optimizer: unknown optimizer '{config.train.optimizer}'; valid: {valid}")
@@ -163,8 +165,9 @@ def _train_run(config: Config, output: Path, progress: bool, log: Callable[[str]
         task.prepare(data)
     torch.manual_seed(config.train.seed)
     social = build_social(config, data)
+    tuning = text_tuning(config, prepared.texts, config.train.device) if config.text.lora.rank > 0 else None
     model = MultiTaskModel(config.model, tasks, data.split.n_users, torch.from_numpy(data.text_vectors),
-                           data.categories.shape[1], social=social).to(config.train.device)  # fmt: skip
+                           data.categories.shape[1], social=social, tuning=tuning).to(config.train.device)  # fmt: skip
     model.item_encoder.set_warm(data.split.trained_items())  # items without a train interaction: default id
     model.set_warm_users(data.split.lengths > 0)  # users held out (data.cold_users): not in a new user's mean id
     weighting = WEIGHTINGS.get(config.train.weighting)(tasks).to(config.train.device)
@@ -203,7 +206,8 @@ def _train_run(config: Config, output: Path, progress: bool, log: Callable[[str]
     save_artifact(output, config, model, data.split, dataset.items, prepared.texts, dataset.user_ids,
                   dataset.categories, {"dataset": dataset.name, "fingerprint": prepared.fingerprint,
                   "split_fingerprint": data.split_fingerprint(),
-                  "encoder": prepared.encoder_name, "n_users": dataset.n_users, "n_items": dataset.n_items,
+                  "encoder": tuning.language_model.name if tuning else prepared.encoder_name,
+                  "n_users": dataset.n_users, "n_items": dataset.n_items,
                   "torch": torch.__version__, "python": platform.python_version()})  # fmt: skip
     if per_user:  # each evaluated user's ranking metrics, for paired significance tests between runs
         arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in per_user.items()}

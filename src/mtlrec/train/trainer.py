@@ -52,12 +52,17 @@ PRECISIONS = ("fp32", "bf16")
 def build_optimizers(config: Config, model: MultiTaskModel, weighting: torch.nn.Module) -> list[torch.optim.Optimizer]:
     """The model's parameters with the configured weight decay; learned task weights without (decay would pull
     them back towards their start). With ``train.sparse_ids`` the id tables get sparse gradients and their own lazy
-    Adam (same learning rate and betas as AdamW): a second optimizer whose step touches only the rows read."""
+    Adam (same learning rate and betas as AdamW): a second optimizer whose step touches only the rows read. A
+    fine-tuned language model's adapters have their own learning rate (``text.lora.lr``); frozen parameters (the
+    language model's base weights) are left out."""
     tc = config.train
     model.use_sparse_ids(tc.sparse_ids)
     sparse = [table.weight for table in model.id_tables()] if tc.sparse_ids else []
-    dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
+    tuned = model.language_model_parameters()
+    dense = [p for p in model.parameters() if p.requires_grad and all(p is not s for s in [*sparse, *tuned])]
     groups = [{"params": dense}, {"params": list(weighting.parameters()), "weight_decay": 0.0}]
+    if tuned:
+        groups.append({"params": tuned, "lr": config.text.lora.lr})
     if tc.optimizer == "adamw":
         optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)]
     elif tc.optimizer == "sgd":
@@ -204,7 +209,7 @@ class Trainer:
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.model.parameters(), *self.weighting.parameters()]
+        return [p for p in [*self.model.parameters(), *self.weighting.parameters()] if p.requires_grad]
 
     def fit(self, resume: dict[str, Any] | None = None) -> TrainResult:
         """Train until ``train.epochs`` or early stopping; the best epoch's weights end in the model. ``resume``: a
