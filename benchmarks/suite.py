@@ -295,6 +295,8 @@ def plot(rows: list[dict], path: Path) -> None:
     peak = [(x, r["peak_rss_gib"]) for x, r in zip(n, ok, strict=True) if r["peak_rss_gib"] is not None]
     b.semilogx([x for x, _ in peak], [p for _, p in peak], "o-")
     b.axhline(6, color="red", linestyle=":", label="6 GiB target at 10^7")
+    b.set_xlim(min(n) / 2, max(n) * 2)
+    b.set_ylim(0, 7)
     b.set(xlabel="interactions", ylabel="peak resident memory, GiB", title="Peak memory (whole process)")
     b.legend()
     fig.tight_layout()
