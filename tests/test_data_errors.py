@@ -197,3 +197,23 @@ def test_csv_release_missing_column(tmp_path: Path) -> None:
     write(tmp_path / "ratings.csv", "userId,movieId,stars,timestamp\n1,1,4,5\n")
     message = error(lambda: load_ml_csv(tmp_path, name="ml-32m"))
     assert_cites(message, "ratings.csv", 1, "rating")
+
+
+def test_messages_stay_short_and_on_one_line(tmp_path: Path) -> None:
+    """Found by fuzzing: a 1 MB header was quoted whole in the message, and a quoted value holding a line break
+    split the message over two lines."""
+    message = error(lambda: load_generic(write(tmp_path / "e.csv", "x" * (1 << 20) + ",item_id\nu,a\n")))
+    assert_cites(message, "e.csv", 1, "user_id")
+    assert len(message) < 1000 and "…" in message
+    message = error(lambda: load_generic(write(tmp_path / "r.csv", 'user_id,item_id,rating\nu,a,"4\n5"\n')))
+    assert_cites(message, "r.csv", 2, "rating")
+    assert "'4\\n5' is not a number" in message
+
+
+def test_data_errors_survive_pickling() -> None:
+    """Errors cross process boundaries (parallel runs) with their parts and message intact."""
+    import pickle
+
+    original = DataError("bad " * 100, path="/data/e.csv", line=3, field="rating", hint="fix it")
+    again = pickle.loads(pickle.dumps(original))
+    assert str(again) == str(original) and (again.path, again.line, again.field) == ("/data/e.csv", 3, "rating")
