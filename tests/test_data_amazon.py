@@ -201,3 +201,16 @@ def test_registry_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "info", "amazon-reviews"])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_numbers_json_cannot_turn_into_floats(tmp_path: Path) -> None:
+    """Found by fuzzing: an integer too large for a float ("overall": 10**400) raised OverflowError, one of over
+    4,300 digits and arrays nested thousands deep raised ValueError/RecursionError instead of a DataError."""
+    path = tmp_path / "r.json"
+    for bad, what in [('"overall": 1' + "0" * 400, "rating 1000"), ('"overall": 1' + "0" * 5000, "invalid JSON"),
+                      ('"x": ' + "[" * 100_000 + "]" * 100_000, "invalid JSON")]:  # fmt: skip
+        path.write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1, "overall": 5}\n'
+                        '{"reviewerID": "u", "asin": "b", "unixReviewTime": 2, ' + bad + "}\n")  # fmt: skip
+        with pytest.raises(DataError) as info:
+            load_amazon_reviews(path)
+        assert "r.json, line 2" in str(info.value) and what in str(info.value)

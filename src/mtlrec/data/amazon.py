@@ -208,6 +208,8 @@ def _parse(raw: bytes, path: Path, line: int) -> dict[str, Any] | None:
         raise DataError(
             f"invalid JSON: {e.msg} at column {e.colno}", path=path, line=line, hint=_FORMAT_HINT
         ) from None
+    except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits; arrays nested thousands deep
+        raise DataError(f"invalid JSON: {e}", path=path, line=line, hint=_FORMAT_HINT) from None
     if not isinstance(record, dict):
         raise DataError(
             f"expected a JSON object, found {type(record).__name__}", path=path, line=line, hint=_FORMAT_HINT
@@ -233,7 +235,7 @@ def _rating(record: dict[str, Any], path: Path, line: int) -> float:
         raise DataError("missing overall", path=path, line=line, field="overall", hint=hint)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{value!r} is not a number", path=path, line=line, field="overall", hint=hint)
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # an int is finite (and may be too big for a float)
         raise DataError(f"{value} is not a finite number", path=path, line=line, field="overall", hint=hint)
     if not 1 <= value <= 5:
         raise DataError(f"rating {value} is outside 1..5", path=path, line=line, field="overall", hint=hint)
