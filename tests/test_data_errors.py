@@ -288,5 +288,6 @@ def test_parquet_date_time_timestamps_are_unix_seconds(tmp_path: Path) -> None:
     when = pd.DatetimeIndex([pd.Timestamp("2020-01-01 00:00:00.9"), pd.Timestamp("2020-01-02")]).as_unit("us")
     pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": when}).to_parquet(path)
     assert load_generic(path).interactions["timestamp"].tolist() == [1577836800, 1577923200]
-    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": when[:1].tz_localize("Europe/Paris")}).to_parquet(path)
+    paris = when[:1].tz_localize("Europe/Paris")
+    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": paris}).to_parquet(path)
     assert load_generic(path).interactions["timestamp"].tolist() == [1577836800 - 3600]

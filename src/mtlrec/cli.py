@@ -262,7 +262,11 @@ def _settings(settings: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
+            raise ConfigError(f"--set {key.strip()}: the value is not valid YAML ({getattr(exc, 'problem', exc)})"
+                              ) from None  # fmt: skip
     return overrides
 
 
