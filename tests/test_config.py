@@ -48,6 +48,12 @@ def test_unknown_task_option_is_rejected_with_its_path() -> None:
         build_tasks({"ratings": {}})
 
 
+def test_task_kind_that_is_not_a_name() -> None:
+    """Found by fuzzing: `kind: [1]` in a task's options raised TypeError (unhashable) in the registry lookup."""
+    with pytest.raises(ConfigError, match=r"unknown task '\[1\]'; valid names: genre, interest"):
+        build_tasks({"interest": {"kind": [1]}})
+
+
 def test_brief_example_weights_give_the_brief_loss() -> None:
     """w = (0.6, 0.4), L_user = 0.2, L_content = 0.3  ->  L = 0.24 (the design brief's worked example)."""
     config = load_config(overrides={"tasks": {"interest": {"weight": 0.6}, "genre": {"weight": 0.4}}})
