@@ -180,6 +180,15 @@ def test_movielens_unknown_item(tmp_path: Path) -> None:
     assert "'99' is not in the items table" in message
 
 
+def test_movielens_genre_named_like_an_item_column(tmp_path: Path) -> None:
+    """Found by fuzzing: a genre named 'title' in u.genre made pandas raise "Duplicate names are not allowed"."""
+    root = copy_100k(tmp_path)
+    (root / "u.genre").write_bytes((root / "u.genre").read_bytes().replace(b"Action|1", b"title|1"))
+    message = error(lambda: load_ml100k(root))
+    assert_cites(message, "u.genre", 2, "genre")
+    assert "genre 'title' has the name of a u.item column" in message
+
+
 def test_double_colon_files(tmp_path: Path) -> None:
     write(tmp_path / "movies.dat", "1::Toy Story (1995)::Comedy\n2 Toy Story 2 (1999)\n")
     write(tmp_path / "users.dat", "1::F::1::10::48067\n")
