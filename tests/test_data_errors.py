@@ -300,3 +300,18 @@ def test_parquet_date_time_timestamps_are_unix_seconds(tmp_path: Path) -> None:
     paris = when[:1].tz_localize("Europe/Paris")
     pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": paris}).to_parquet(path)
     assert load_generic(path).interactions["timestamp"].tolist() == [1577836800 - 3600]
+
+
+def test_parquet_columns_pandas_cannot_show_as_text(tmp_path: Path) -> None:
+    """Found by fuzzing: an id column of far-future UTC timestamps raised NotImplementedError, dates before year 1 a
+    ValueError, and an encoding name holding a NUL a ValueError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([2**50], pa.timestamp("s", tz="UTC")), "item_id": ["a"]}), path)
+    assert_cites(error(lambda: load_generic(path)), "e.parquet", None, "user_id")
+    pq.write_table(pa.table({"user_id": ["u"], "item_id": pa.array([-(2**20)], pa.date32())}), path)
+    assert "not a readable Parquet file (year -901 is out of range)" in error(lambda: load_generic(path))
+    with pytest.raises(ConfigError, match="is not a text encoding"):
+        load_generic(write(tmp_path / "e.csv", "user_id,item_id\nu,a\n"), encoding="utf\x008")

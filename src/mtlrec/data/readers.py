@@ -49,7 +49,7 @@ def check_options(sep: str, encoding: str) -> None:
         )
     try:
         "x".encode(encoding).decode(encoding)  # a LookupError for unknown names and for rot13, base64 & co.
-    except (LookupError, TypeError, UnicodeError):
+    except (LookupError, TypeError, ValueError):  # ValueError: a NUL in the name; UnicodeError is one too
         raise ConfigError(
             f"encoding: {encoding!r} is not a text encoding Python knows; use e.g. 'utf-8', 'latin-1' or 'cp1252'"
         ) from None
@@ -252,7 +252,8 @@ def _read_parquet(path: Path, columns: list[str], numeric: set[str]) -> pd.DataF
         raise DataError(
             f"not a readable Parquet file ({e})",
             path=path,
-            hint="the file is damaged or cut short; write it again with pandas.DataFrame.to_parquet",
+            hint="it is damaged or cut short, or holds values pandas cannot read (dates before year 1); write it "
+            "again with pandas.DataFrame.to_parquet",
         ) from e
     for name in columns:
         col = frame[name]
@@ -260,7 +261,15 @@ def _read_parquet(path: Path, columns: list[str], numeric: set[str]) -> pd.DataF
             if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col):
                 frame[name] = _unix_seconds(col)
         elif isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_string_dtype(col):
-            frame[name] = _as_text(col, path, name)
+            try:
+                frame[name] = _as_text(col, path, name)
+            except (ValueError, TypeError, OverflowError, NotImplementedError) as e:  # dates beyond pandas' range...
+                raise DataError(
+                    f"cannot read the {col.dtype} column as text ({e})",
+                    path=path,
+                    field=name,
+                    hint="store ids and labels as strings or integers",
+                ) from e
     return frame
 
 
