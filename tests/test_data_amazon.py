@@ -14,6 +14,7 @@ from conftest import shared_datasets
 from mtlrec.cli import main
 from mtlrec.data import dataset_names, load_dataset
 from mtlrec.data.amazon import load_amazon_reviews
+from mtlrec.data.splits import leave_one_out
 from mtlrec.errors import ConfigError, DataError
 
 
@@ -214,3 +215,20 @@ def test_numbers_json_cannot_turn_into_floats(tmp_path: Path) -> None:
         with pytest.raises(DataError) as info:
             load_amazon_reviews(path)
         assert "r.json, line 2" in str(info.value) and what in str(info.value)
+
+
+def test_unpaired_surrogate_escapes(tmp_path: Path) -> None:
+    """Found by fuzzing: "\\ud800" in an id or a review's text loaded as a lone surrogate, which UTF-8 cannot encode:
+    splitting the dataset and caching text vectors then crashed with UnicodeEncodeError."""
+    path = tmp_path / "r.json"
+    good = '{"reviewerID": "v", "asin": "a", "overall": 4, "unixReviewTime": 2}\n'
+    path.write_text(good + '{"reviewerID": "u", "asin": "a\\ud800", "overall": 5, "unixReviewTime": 1}\n')
+    with pytest.raises(DataError, match=r"r.json, line 2, field 'asin': asin 'a\\ud800' holds an unpaired surrogate"):
+        load_amazon_reviews(path)
+    path.write_text(good + '{"reviewerID": "u", "asin": "a", "overall": 5, "unixReviewTime": 1, '
+                           '"reviewText": "half \\udfff a pair"}\n')  # fmt: skip
+    with pytest.warns(UserWarning, match="in the text of 1 review"):
+        ds = load_amazon_reviews(path)
+    assert ds.items["text"].tolist() == ["half \ufffd a pair."]
+    leave_one_out(ds)
+    ds.fingerprint()
