@@ -180,6 +180,15 @@ def test_movielens_unknown_item(tmp_path: Path) -> None:
     assert "'99' is not in the items table" in message
 
 
+def test_movielens_rating_out_of_range(tmp_path: Path) -> None:
+    """Found by fuzzing: negative or 1e18-star ratings in a MovieLens file loaded silently."""
+    root = copy_100k(tmp_path)
+    (root / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t-1\t881250950\n")
+    message = error(lambda: load_ml100k(root))
+    assert_cites(message, "u.data", 2, "rating")
+    assert "rating -1 is outside 0.5..5" in message
+
+
 def test_movielens_genre_named_like_an_item_column(tmp_path: Path) -> None:
     """Found by fuzzing: a genre named 'title' in u.genre made pandas raise "Duplicate names are not allowed"."""
     root = copy_100k(tmp_path)
