@@ -244,8 +244,8 @@ def test_unknown_encoding_and_bad_separator_are_config_errors(tmp_path: Path) ->
     for encoding in ("nope", "rot13", "base64"):
         with pytest.raises(ConfigError, match=f"encoding: '{encoding}' is not a text encoding"):
             load_generic(path, encoding=encoding)
-    for sep in ("", "::", "\n"):
-        with pytest.raises(ConfigError, match="sep: a one-character field separator"):
+    for sep in ("", "::", "\n", "é"):  # pandas' C parser takes one byte of UTF-8: 'é' raised ValueError too
+        with pytest.raises(ConfigError, match="sep: a one-character ASCII field separator"):
             load_generic(path, sep=sep)
 
 

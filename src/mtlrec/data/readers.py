@@ -43,10 +43,8 @@ def is_parquet(path: str | Path) -> bool:
 
 def check_options(sep: str, encoding: str) -> None:
     """ConfigError unless ``sep`` is a separator pandas' C parser takes and ``encoding`` a known text encoding."""
-    if not isinstance(sep, str) or (len(sep) != 1 and sep != r"\s+") or sep in "\r\n":
-        raise ConfigError(
-            f"sep: a one-character field separator (',', '\\t', ';', '|'), not {sep!r}",
-        )
+    if not isinstance(sep, str) or (len(sep) != 1 and sep != r"\s+") or sep in "\r\n" or not sep.isascii():
+        raise ConfigError(f"sep: a one-character ASCII field separator (',', '\\t', ';', '|'), not {sep!r}")
     try:
         "x".encode(encoding).decode(encoding)  # a LookupError for unknown names and for rot13, base64 & co.
     except (LookupError, TypeError, ValueError):  # ValueError: a NUL in the name; UnicodeError is one too
