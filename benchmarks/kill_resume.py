@@ -7,7 +7,8 @@ The short config: the default model and tasks, 2 epochs, a checkpoint every 25 s
 torch thread, language-model vectors from the embedding cache (filled by the reference run). Each trial starts the
 run afresh, kills it (SIGKILL: no chance to clean up) at a moment drawn uniformly between the reference run's first
 checkpoint and its end, resumes it with `mtlrec train --resume`, and compares. A kill that lands after the run
-finished is drawn again. Writes benchmarks/results/kill_resume.md and .json.
+finished (or had written its metrics and removed its checkpoint) is drawn again. Writes
+benchmarks/results/kill_resume.md and .json.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def main() -> None:
                 continue
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            if (out / "metrics.json").exists() and not (out / CHECKPOINT).exists():  # its work was done: draw again
+                continue
             where = "no checkpoint yet"
             if (out / CHECKPOINT).exists():
                 from mtlrec.train.checkpoint import load_checkpoint

@@ -79,3 +79,17 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for command in ("train", "evaluate", "recommend", "data"):
         assert command in out
+
+
+def test_error_text_is_not_console_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fuzzing: a path or value holding '[/x]' was read as a rich closing tag and the CLI crashed with a
+    MarkupError traceback instead of printing the error."""
+    missing = tmp_path / "[/x]" / "events.csv"
+    code, _, err = run_cli(["data", "info", "generic", "--data-path", str(missing)], capsys)
+    assert code == 2 and "[/x]" in err and "file not found" in err and "Traceback" not in err
+
+
+def test_set_value_that_is_not_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fuzzing: `--set train.epochs=[1` raised a YAML ScannerError with a traceback."""
+    code, _, err = run_cli(["train", "--output", str(tmp_path / "r"), "--set", "train.epochs=[1"], capsys)
+    assert code == 2 and "--set train.epochs: the value is not valid YAML" in err and "Traceback" not in err

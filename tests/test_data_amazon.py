@@ -14,6 +14,7 @@ from conftest import shared_datasets
 from mtlrec.cli import main
 from mtlrec.data import dataset_names, load_dataset
 from mtlrec.data.amazon import load_amazon_reviews
+from mtlrec.data.splits import leave_one_out
 from mtlrec.errors import ConfigError, DataError
 
 
@@ -201,3 +202,33 @@ def test_registry_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "info", "amazon-reviews"])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_numbers_json_cannot_turn_into_floats(tmp_path: Path) -> None:
+    """Found by fuzzing: an integer too large for a float ("overall": 10**400) raised OverflowError, one of over
+    4,300 digits and arrays nested thousands deep raised ValueError/RecursionError instead of a DataError."""
+    path = tmp_path / "r.json"
+    for bad, what in [('"overall": 1' + "0" * 400, "rating 1000"), ('"overall": 1' + "0" * 5000, "invalid JSON"),
+                      ('"x": ' + "[" * 100_000 + "]" * 100_000, "invalid JSON")]:  # fmt: skip
+        path.write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1, "overall": 5}\n'
+                        '{"reviewerID": "u", "asin": "b", "unixReviewTime": 2, ' + bad + "}\n")  # fmt: skip
+        with pytest.raises(DataError) as info:
+            load_amazon_reviews(path)
+        assert "r.json, line 2" in str(info.value) and what in str(info.value)
+
+
+def test_unpaired_surrogate_escapes(tmp_path: Path) -> None:
+    """Found by fuzzing: "\\ud800" in an id or a review's text loaded as a lone surrogate, which UTF-8 cannot encode:
+    splitting the dataset and caching text vectors then crashed with UnicodeEncodeError."""
+    path = tmp_path / "r.json"
+    good = '{"reviewerID": "v", "asin": "a", "overall": 4, "unixReviewTime": 2}\n'
+    path.write_text(good + '{"reviewerID": "u", "asin": "a\\ud800", "overall": 5, "unixReviewTime": 1}\n')
+    with pytest.raises(DataError, match=r"r.json, line 2, field 'asin': asin 'a\\ud800' holds an unpaired surrogate"):
+        load_amazon_reviews(path)
+    path.write_text(good + '{"reviewerID": "u", "asin": "a", "overall": 5, "unixReviewTime": 1, '
+                           '"reviewText": "half \\udfff a pair"}\n')  # fmt: skip
+    with pytest.warns(UserWarning, match="in the text of 1 review"):
+        ds = load_amazon_reviews(path)
+    assert ds.items["text"].tolist() == ["half \ufffd a pair."]
+    leave_one_out(ds)
+    ds.fingerprint()

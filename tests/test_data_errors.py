@@ -180,6 +180,24 @@ def test_movielens_unknown_item(tmp_path: Path) -> None:
     assert "'99' is not in the items table" in message
 
 
+def test_movielens_rating_out_of_range(tmp_path: Path) -> None:
+    """Found by fuzzing: negative or 1e18-star ratings in a MovieLens file loaded silently."""
+    root = copy_100k(tmp_path)
+    (root / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t-1\t881250950\n")
+    message = error(lambda: load_ml100k(root))
+    assert_cites(message, "u.data", 2, "rating")
+    assert "rating -1 is outside 0.5..5" in message
+
+
+def test_movielens_genre_named_like_an_item_column(tmp_path: Path) -> None:
+    """Found by fuzzing: a genre named 'title' in u.genre made pandas raise "Duplicate names are not allowed"."""
+    root = copy_100k(tmp_path)
+    (root / "u.genre").write_bytes((root / "u.genre").read_bytes().replace(b"Action|1", b"title|1"))
+    message = error(lambda: load_ml100k(root))
+    assert_cites(message, "u.genre", 2, "genre")
+    assert "genre 'title' has the name of a u.item column" in message
+
+
 def test_double_colon_files(tmp_path: Path) -> None:
     write(tmp_path / "movies.dat", "1::Toy Story (1995)::Comedy\n2 Toy Story 2 (1999)\n")
     write(tmp_path / "users.dat", "1::F::1::10::48067\n")
@@ -197,3 +215,112 @@ def test_csv_release_missing_column(tmp_path: Path) -> None:
     write(tmp_path / "ratings.csv", "userId,movieId,stars,timestamp\n1,1,4,5\n")
     message = error(lambda: load_ml_csv(tmp_path, name="ml-32m"))
     assert_cites(message, "ratings.csv", 1, "rating")
+
+
+def test_messages_stay_short_and_on_one_line(tmp_path: Path) -> None:
+    """Found by fuzzing: a 1 MB header was quoted whole in the message, and a quoted value holding a line break
+    split the message over two lines."""
+    message = error(lambda: load_generic(write(tmp_path / "e.csv", "x" * (1 << 20) + ",item_id\nu,a\n")))
+    assert_cites(message, "e.csv", 1, "user_id")
+    assert len(message) < 1000 and "…" in message
+    message = error(lambda: load_generic(write(tmp_path / "r.csv", 'user_id,item_id,rating\nu,a,"4\n5"\n')))
+    assert_cites(message, "r.csv", 2, "rating")
+    assert "'4\\n5' is not a number" in message
+
+
+def test_data_errors_survive_pickling() -> None:
+    """Errors cross process boundaries (parallel runs) with their parts and message intact."""
+    import pickle
+
+    original = DataError("bad " * 100, path="/data/e.csv", line=3, field="rating", hint="fix it")
+    again = pickle.loads(pickle.dumps(original))
+    assert str(again) == str(original) and (again.path, again.line, again.field) == ("/data/e.csv", 3, "rating")
+
+
+# -- found by fuzzing (tests/test_fuzz_loaders.py) -------------------------------------------------------------------
+def test_unknown_encoding_and_bad_separator_are_config_errors(tmp_path: Path) -> None:
+    """An unknown or non-text encoding (LookupError) and a separator pandas cannot use (ValueError) escaped."""
+    path = write(tmp_path / "e.csv", "user_id,item_id\nu,a\n")
+    for encoding in ("nope", "rot13", "base64"):
+        with pytest.raises(ConfigError, match=f"encoding: '{encoding}' is not a text encoding"):
+            load_generic(path, encoding=encoding)
+    for sep in ("", "::", "\n", "é"):  # pandas' C parser takes one byte of UTF-8: 'é' raised ValueError too
+        with pytest.raises(ConfigError, match="sep: a one-character ASCII field separator"):
+            load_generic(path, sep=sep)
+
+
+def test_utf16_file_without_byte_order_mark(tmp_path: Path) -> None:
+    """A UnicodeError that is not a UnicodeDecodeError ("UTF-16 stream does not start with BOM") escaped."""
+    path = write(tmp_path / "e.csv", "user_id,item_id\nu,a\n")
+    assert "not valid utf-16 text" in error(lambda: load_generic(path, encoding="utf-16"))
+    path = write(tmp_path / "w.csv", "user_id,item_id\nu,a\nv,\udcff\n".encode("utf-16", "surrogatepass"))
+    assert_cites(error(lambda: load_generic(path, encoding="utf-16")), "w.csv", 3, None)
+
+
+def test_a_column_named_twice_in_the_header(tmp_path: Path) -> None:
+    """pandas renamed the second 'user_id' to 'user_id.1' and the loader silently read the first one."""
+    message = error(lambda: load_generic(write(tmp_path / "e.csv", "user_id,item_id,user_id\nu,a,v\n")))
+    assert_cites(message, "e.csv", 1, "user_id")
+    assert "appears twice in the header (fields 1 and 3)" in message
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "e.parquet"
+    columns = [pa.array(["u"]), pa.array(["a"]), pa.array(["b"])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["user_id", "item_id", "item_id"]), path)
+    assert "appears twice in the Parquet schema" in error(lambda: load_generic(path))
+
+
+def test_damaged_parquet_pages(tmp_path: Path) -> None:
+    """A file whose footer is intact but whose pages are damaged raised OSError/ArrowInvalid when read."""
+    path = tmp_path / "e.parquet"
+    pd.DataFrame({"user_id": ["u"] * 100, "item_id": [str(i) for i in range(100)]}).to_parquet(path)
+    raw = bytearray(path.read_bytes())
+    raw[4:8] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+    message = error(lambda: load_generic(path))
+    assert "e.parquet" in message and "not a readable Parquet file" in message
+
+
+def test_parquet_ids_of_any_type_read_as_plain_text(tmp_path: Path) -> None:
+    """Binary ids raised UnicodeDecodeError, float ids beyond 2^63 a TypeError, and categorical ids stayed
+    categorical (not the plain strings every loader returns)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([1e300, 2.0]), "item_id": pa.array(["a", "b"]).dictionary_encode()}),
+                   path)  # fmt: skip
+    ds = load_generic(path)
+    assert ds.interactions["user_id"].tolist() == ["1e+300", "2"] and ds.interactions["item_id"].tolist() == ["a", "b"]
+    assert all(type(v) is str for v in ds.interactions["item_id"])
+    pq.write_table(pa.table({"user_id": pa.array([b"u", b"\xff"]), "item_id": ["a", "b"]}), path)
+    message = error(lambda: load_generic(path))
+    assert_cites(message, "e.parquet", None, "user_id")
+    assert "is not UTF-8 text (row 2)" in message
+
+
+def test_parquet_date_time_timestamps_are_unix_seconds(tmp_path: Path) -> None:
+    """A date-time column was read as microseconds (or nanoseconds) since 1970, silently 10^6 times too large."""
+    path = tmp_path / "e.parquet"
+    when = pd.DatetimeIndex([pd.Timestamp("2020-01-01 00:00:00.9"), pd.Timestamp("2020-01-02")]).as_unit("us")
+    pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": when}).to_parquet(path)
+    assert load_generic(path).interactions["timestamp"].tolist() == [1577836800, 1577923200]
+    paris = when[:1].tz_localize("Europe/Paris")
+    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": paris}).to_parquet(path)
+    assert load_generic(path).interactions["timestamp"].tolist() == [1577836800 - 3600]
+
+
+def test_parquet_columns_pandas_cannot_show_as_text(tmp_path: Path) -> None:
+    """Found by fuzzing: an id column of far-future UTC timestamps raised NotImplementedError, dates before year 1 a
+    ValueError, and an encoding name holding a NUL a ValueError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([2**50], pa.timestamp("s", tz="UTC")), "item_id": ["a"]}), path)
+    assert_cites(error(lambda: load_generic(path)), "e.parquet", None, "user_id")
+    pq.write_table(pa.table({"user_id": ["u"], "item_id": pa.array([-(2**20)], pa.date32())}), path)
+    assert "not a readable Parquet file (year -901 is out of range)" in error(lambda: load_generic(path))
+    with pytest.raises(ConfigError, match="is not a text encoding"):
+        load_generic(write(tmp_path / "e.csv", "user_id,item_id\nu,a\n"), encoding="utf\x008")

@@ -14,6 +14,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mtlrec.errors import ConfigError, MtlrecError
 
@@ -23,8 +24,9 @@ data_app = typer.Typer(no_args_is_help=True, help="Find, download and inspect da
 app.add_typer(data_app, name="data")
 feedback_app = typer.Typer(no_args_is_help=True, help="Feedback collected by `mtlrec serve --feedback-db`.")
 app.add_typer(feedback_app, name="feedback")
-console = Console(stderr=True)
-out = Console()
+# No console markup: messages and tables quote file paths, ids and titles, and "[/x]" in one is not a style tag.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 
 def log(message: str) -> None:
@@ -276,7 +278,11 @@ def _settings(settings: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
+            raise ConfigError(f"--set {key.strip()}: the value is not valid YAML ({getattr(exc, 'problem', exc)})"
+                              ) from None  # fmt: skip
     return overrides
 
 
@@ -423,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except MtlrecError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

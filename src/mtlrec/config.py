@@ -4,6 +4,8 @@ every run, and unknown keys or wrong types are rejected with the key's dotted pa
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -182,6 +184,9 @@ class Config:
 
 
 D = TypeVar("D")
+INT64 = 2**63  # integers must fit in 64 bits: every count, size and seed reaches numpy or torch
+_short = reprlib.Repr()  # values in messages: a long string or list is cut, never quoted whole
+_short.maxstring = _short.maxother = 60
 
 
 def from_dict(cls: type[D], data: Any, path: str = "") -> D:
@@ -190,7 +195,7 @@ def from_dict(cls: type[D], data: Any, path: str = "") -> D:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)  # YAML keys may be numbers or null too
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(known))}")
@@ -211,28 +216,36 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {_short.repr(value)}")
         return tuple(_coerce(v, args[0], f"{path}[{k}]") for k, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {_short.repr(value)}")
         return {str(k): _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        raise ConfigError(f"{path}: expected true or false, got {_short.repr(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            if -INT64 <= value < INT64:
+                return value
+            raise ConfigError(f"{path}: {_short.repr(value)} is too large (a 64-bit integer at most)")
+        raise ConfigError(f"{path}: expected an integer, got {_short.repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond a float's range
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise ConfigError(f"{path}: expected a finite number, got {_short.repr(value)}")
+        raise ConfigError(f"{path}: expected a number, got {_short.repr(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{path}: expected a string, got {value!r}")
+        raise ConfigError(f"{path}: expected a string, got {_short.repr(value)}")
     raise ConfigError(f"{path}: unsupported config type {tp}")  # a programming error, named for the maintainer
 
 
@@ -244,23 +257,58 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not a silent last-one-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (first on line {first})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document at ``path`` (None when empty), or a ConfigError naming the file and, where known, the line."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                          "save the file as UTF-8") from None  # fmt: skip
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of over 4,300 digits
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (dotted keys, from CLI flags)."""
     config = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        raw = read_yaml(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f", line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
-        try:
-            config = from_dict(Config, raw)
+            config = from_dict(Config, {} if raw is None else raw)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     return config.with_overrides(overrides or {})

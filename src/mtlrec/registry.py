@@ -27,7 +27,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: a list or mapping from a config file is not a name
             valid = ", ".join(sorted(self._entries)) or "none registered"
             raise ConfigError(f"unknown {self.kind} '{name}'; valid names: {valid}") from None
 

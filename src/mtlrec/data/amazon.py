@@ -21,8 +21,12 @@ language model. Oldest-first order limits this: the held-out reviews are each us
 the texts and are the first to be cut by the length cap, but short texts (few or short reviews) include them.
 
 A bad line raises a DataError naming the file, the line and the field: invalid JSON, a line that is not an object,
-a missing or empty ``reviewerID``/``asin``, a missing, non-numeric, non-finite or out-of-range ``overall``, a
-missing or non-integer ``unixReviewTime``, text that is not UTF-8, a damaged gzip stream, or a file with no reviews.
+a missing or empty ``reviewerID``/``asin`` or one holding an unpaired surrogate escape (``"\\ud800"``), a missing,
+non-numeric, non-finite or out-of-range ``overall``, a missing or non-integer ``unixReviewTime``, text that is not
+UTF-8, a damaged gzip stream, or a file with no reviews.
+
+**Repair.** An unpaired surrogate escape in ``summary`` or ``reviewText`` (half of a UTF-16 pair, which no text
+encoder can take) becomes U+FFFD; a warning says how many reviews were repaired.
 """
 
 from __future__ import annotations
@@ -95,11 +99,19 @@ def load_amazon_reviews(
     row_of_line = np.full(int(line_numbers[-1]) + 1, -1, dtype=np.int64)
     row_of_line[line_numbers[keep]] = np.flatnonzero(keep)
     item_texts, user_texts = _CappedTexts(max_text_chars), _CappedTexts(max_text_chars)
+    repaired = 0
     for line, record in _records(p, only=row_of_line >= 0):  # second pass: the texts of the kept reviews
         row = int(row_of_line[line])
         if text := _review_text(record):
+            if not _is_unicode(text):
+                text, repaired = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), repaired + 1
             item_texts.add(items[row], int(rank[row]), text)
             user_texts.add(users[row], int(rank[row]), text)
+    if repaired:
+        warnings.warn(
+            f"{p}: unpaired surrogate escapes (e.g. \\ud800) in the text of {repaired:,} review(s) became U+FFFD",
+            stacklevel=2,
+        )
 
     inter = frame.loc[keep].reset_index(drop=True)
     item_ids = pd.unique(inter["item_id"])
@@ -208,6 +220,8 @@ def _parse(raw: bytes, path: Path, line: int) -> dict[str, Any] | None:
         raise DataError(
             f"invalid JSON: {e.msg} at column {e.colno}", path=path, line=line, hint=_FORMAT_HINT
         ) from None
+    except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits; arrays nested thousands deep
+        raise DataError(f"invalid JSON: {e}", path=path, line=line, hint=_FORMAT_HINT) from None
     if not isinstance(record, dict):
         raise DataError(
             f"expected a JSON object, found {type(record).__name__}", path=path, line=line, hint=_FORMAT_HINT
@@ -223,7 +237,21 @@ def _id(record: dict[str, Any], key: str, path: Path, line: int) -> str:
         raise DataError(
             f"{key} must be a non-empty string, found {value!r}", path=path, line=line, field=key, hint=_FORMAT_HINT
         )
+    if isinstance(value, str) and not _is_unicode(value):
+        raise DataError(
+            f"{key} {value!r} holds an unpaired surrogate escape", path=path, line=line, field=key,
+            hint="ids must be valid Unicode; fix the JSON escape (\\ud800 is half of a UTF-16 pair)",
+        )  # fmt: skip
     return str(value)
+
+
+def _is_unicode(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate (JSON "\\ud800" decodes to one; UTF-8 cannot encode it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _rating(record: dict[str, Any], path: Path, line: int) -> float:
@@ -233,7 +261,7 @@ def _rating(record: dict[str, Any], path: Path, line: int) -> float:
         raise DataError("missing overall", path=path, line=line, field="overall", hint=hint)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{value!r} is not a number", path=path, line=line, field="overall", hint=hint)
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # an int is finite (and may be too big for a float)
         raise DataError(f"{value} is not a finite number", path=path, line=line, field="overall", hint=hint)
     if not 1 <= value <= 5:
         raise DataError(f"rating {value} is outside 1..5", path=path, line=line, field="overall", hint=hint)

@@ -39,7 +39,11 @@ def load_generic(
     - Social table ``user_id,friend_id``: one row per directed edge (list a friendship both ways); both ends
       must be known users (the social task and ``model.friends`` read it).
     - ``on_duplicate``: a repeated (user, item) pair is an error, or keeps its ``"first"`` or ``"last"`` row.
-    - ``sep``: the separator of delimited files; by default tab for .tsv/.tab files, else comma.
+    - ``sep``: the separator of delimited files (one character); by default tab for .tsv/.tab files, else comma.
+    - ``encoding``: of delimited files (Python's names: "utf-8", "latin-1", "cp1252", ...); Parquet is UTF-8.
+    - A header that names a column twice is an error (which of the two is meant is unknowable).
+    - Parquet: a timestamp column of a date-time type is read as Unix seconds (UTC, rounded down), like the
+      numbers of the CSV files; ids of any type are read as text (1.0 reads "1").
     """
     mapping = _mapping(columns)
     kw = dict(columns=mapping, encoding=encoding)

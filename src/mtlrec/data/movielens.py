@@ -39,8 +39,14 @@ def load_ml100k(path: str | Path, name: str = "ml-100k") -> Dataset:
         dataset=name,
     )
     check_unique(genres, "genre")
+    fixed = ["item_id", "title", "release_date", "video_release_date", "url"]
+    clash = genres.frame["genre"].isin(fixed).to_numpy()
+    if clash.any():  # genres name u.item's columns: one may not take the name of a fixed column
+        row = int(np.flatnonzero(clash)[0])
+        raise genres.error(f"genre '{genres.frame['genre'].iloc[row]}' has the name of a u.item column", row=row,
+                           field="genre", hint="rename the genre or re-download the dataset")  # fmt: skip
     genre_names = genres.frame.sort_values("index", kind="stable")["genre"].tolist()
-    item_cols = ["item_id", "title", "release_date", "video_release_date", "url", *genre_names]
+    item_cols = [*fixed, *genre_names]
     items = read_table(
         root / "u.item",
         names=item_cols,
@@ -136,6 +142,13 @@ def _ratings(path: Path, name: str, *, sep: str, columns: dict[str, str] | None 
         **kw,
     )
     resolve_duplicates(inter, "error", hint=_DUP_HINT)
+    rating = inter.frame["rating"].to_numpy()
+    outside = (rating < 0.5) | (rating > 5)
+    if outside.any():  # every release rates 1 to 5 stars, or 0.5 to 5 in half stars
+        row = int(np.flatnonzero(outside)[0])
+        raise inter.error(f"rating {rating[row]:g} is outside 0.5..5", row=row, field="rating",
+                          hint="MovieLens ratings are 0.5 to 5 stars; the file looks edited, so re-download it"
+                          )  # fmt: skip
     return inter
 
 

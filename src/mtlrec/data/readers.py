@@ -7,6 +7,7 @@ first bad value, so locating errors costs nothing on good input.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mtlrec.data.validate import Table, drop_trailing_blank_rows, require_values, to_number
-from mtlrec.errors import DataError
+from mtlrec.errors import ConfigError, DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # Rows of a Parquet file converted at a time: one batch's Python strings exist at once, never the whole file's.
@@ -42,11 +43,30 @@ def is_parquet(path: str | Path) -> bool:
     return Path(path).suffix.lower() in PARQUET_SUFFIXES
 
 
+def check_options(sep: str, encoding: str) -> None:
+    """ConfigError unless ``sep`` is a separator pandas' C parser takes and ``encoding`` a known text encoding."""
+    if not isinstance(sep, str) or (len(sep) != 1 and sep != r"\s+") or sep in "\r\n" or not sep.isascii():
+        raise ConfigError(f"sep: a one-character ASCII field separator (',', '\\t', ';', '|'), not {sep!r}")
+    try:
+        "x".encode(encoding).decode(encoding)  # a LookupError for unknown names and for rot13, base64 & co.
+    except (LookupError, TypeError, ValueError):  # ValueError: a NUL in the name; UnicodeError is one too
+        raise ConfigError(
+            f"encoding: {encoding!r} is not a text encoding Python knows; use e.g. 'utf-8', 'latin-1' or 'cp1252'"
+        ) from None
+
+
 def read_header(path: str | Path, *, sep: str = ",", encoding: str = "utf-8", dataset: str | None = None) -> list[str]:
-    """Column names of a CSV header line or a Parquet schema."""
+    """Column names of a CSV header line or a Parquet schema; a name given twice is a DataError."""
+    check_options(sep, encoding)
     p = check_file(path, dataset=dataset)
     if is_parquet(p):
-        return list(_parquet_schema(p).names)
+        names = list(_parquet_schema(p).names)
+        _check_repeated_names(p, names, None)
+        return names
+    # The first line as it is: pandas would rename a repeated "rating" to "rating.1" and read only the first one.
+    first = _read_csv(p, sep=sep, encoding=encoding, header=None, nrows=1, dtype=str)
+    raw = first.iloc[0].tolist() if len(first) else []
+    _check_repeated_names(p, [n for n in raw if isinstance(n, str)], 1)
     return [str(c) for c in _read_csv(p, sep=sep, encoding=encoding, nrows=0).columns]
 
 
@@ -77,6 +97,7 @@ def read_table(
     ``ids``: text columns whose values repeat over many rows (user and item ids); from Parquet they are read in
     streaming batches into pandas Categoricals (each id stored once, 4 bytes a row).
     """
+    check_options(sep, encoding)
     p = check_file(path, dataset=dataset)
     mapping = dict(columns or {})
     if names is None:
@@ -142,11 +163,11 @@ def _read_csv(
             skip_blank_lines=False,
             **kw,
         )
-    except UnicodeDecodeError as e:
+    except UnicodeError as e:  # UnicodeDecodeError, or e.g. "UTF-16 stream does not start with BOM"
         line, column, bad = _locate_decode_error(path, encoding, sep)
         label = labels[column] if column < len(labels) else None
         raise DataError(
-            f"not valid {encoding} text (byte 0x{bad[:1].hex()})",
+            f"not valid {encoding} text" + (f" (byte 0x{bad[:1].hex()})" if bad else ""),
             path=path,
             line=line,
             field=label,
@@ -234,41 +255,109 @@ def _read_parquet(path: Path, columns: list[str], numeric: set[str], ids: set[st
     the id map of the batches before, so a 10^7-row file costs 4 bytes a row, not a Python string a row."""
     import pyarrow.dataset as pads
 
+    parts: dict[str, list] = {name: [] for name in columns}
+    id_maps: dict[str, dict[str, int]] = {name: {} for name in ids}  # id -> code, in order of first appearance
     try:
-        batches = pads.dataset(path, format="parquet").to_batches(columns=columns, batch_size=PARQUET_BATCH)
-        parts: dict[str, list] = {name: [] for name in columns}
-        id_maps: dict[str, dict[str, int]] = {name: {} for name in ids}  # id -> code, in order of first appearance
-        for batch in batches:
+        for batch in pads.dataset(path, format="parquet").to_batches(columns=columns, batch_size=PARQUET_BATCH):
             frame = batch.to_pandas()
             for name in columns:
-                col = frame[name]
+                col = _parquet_column(frame[name], name in numeric, path, name)
                 if name not in ids:
                     parts[name].append(col)
                     continue
-                codes, uniques = pd.factorize(_as_text(col) if not pd.api.types.is_string_dtype(col) else col)
+                codes, uniques = pd.factorize(col)
                 known = id_maps[name]
                 lookup = np.fromiter((known.setdefault(u, len(known)) for u in uniques), np.int32, len(uniques))
                 parts[name].append(np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1).astype(np.int32))
-    except (OSError, ValueError) as e:  # pyarrow's errors (ArrowInvalid, ...) derive from these
-        raise DataError(f"not a readable Parquet file ({e})", path=path,
-                        hint="write it with pandas.DataFrame.to_parquet or pass a CSV file") from e  # fmt: skip
+    except DataError:
+        raise
+    except Exception as e:  # a damaged file fails only when its pages are read (OSError, ArrowInvalid, ...)
+        raise DataError(
+            f"not a readable Parquet file ({e})",
+            path=path,
+            hint="it is damaged or cut short, or holds values pandas cannot read (dates before year 1); write it "
+            "again with pandas.DataFrame.to_parquet",
+        ) from e
     out: dict[str, object] = {}
     for name in columns:
         if name in ids:
             codes = np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype=np.int32)
             out[name] = pd.Categorical.from_codes(codes, categories=pd.Index(list(id_maps[name]), dtype=object))
         else:
-            col = pd.concat(parts[name], ignore_index=True) if parts[name] else pd.Series([], dtype=object)
-            as_is = name in numeric or pd.api.types.is_string_dtype(col)
-            out[name] = col if as_is else _as_text(col)
+            out[name] = pd.concat(parts[name], ignore_index=True) if parts[name] else pd.Series([], dtype=object)
     return pd.DataFrame(out)
 
 
-def _as_text(col: pd.Series) -> pd.Series:
+def _parquet_column(col: pd.Series, numeric: bool, path: Path, name: str) -> pd.Series:
+    """One batch's column: numbers as stored (date-times as Unix seconds), everything else as text."""
+    if numeric:
+        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col):
+            return _unix_seconds(col)
+        return col
+    if isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_string_dtype(col):
+        try:
+            return _as_text(col, path, name)
+        except (ValueError, TypeError, OverflowError, NotImplementedError) as e:  # dates beyond pandas' range...
+            raise DataError(
+                f"cannot read the {col.dtype} column as text ({e})",
+                path=path,
+                field=name,
+                hint="store ids and labels as strings or integers",
+            ) from e
+    return col
+
+
+def _unix_seconds(col: pd.Series) -> pd.Series:
+    """A Parquet timestamp column as Unix seconds (float, NaN where missing): the unit the CSV files use."""
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        col = col.dt.tz_convert("UTC").dt.tz_localize(None)
+    ticks = col.to_numpy().view(np.int64)  # in the column's own unit (s, ms, us or ns): no overflow
+    per_second = int(np.timedelta64(1, "s") // np.timedelta64(1, np.datetime_data(col.dtype)[0]))
+    seconds = (ticks // per_second).astype(np.float64)
+    return pd.Series(np.where(col.isna().to_numpy(), np.nan, seconds), index=col.index)
+
+
+def _as_text(col: pd.Series, path: Path | None = None, name: str | None = None) -> pd.Series:
     """Ids and labels as text, missing values kept missing; ids stored as 1.0 read "1", like the CSV files."""
-    if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all():
-        col = col.astype("Int64")
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.astype(object)
+    if pd.api.types.is_float_dtype(col):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            whole = (np.abs(values) < 2.0**53) & (values % 1 == 0)  # whole numbers a float holds exactly
+        text = col.astype(str).where(~whole, col.where(whole).astype("Int64").astype(str))
+        return text.mask(col.isna())
+    if col.dtype == object and col.map(lambda v: isinstance(v, bytes)).any():
+        col = col.map(lambda v: _decode(v, path, name, col) if isinstance(v, bytes) else v)
     return col.astype(str).mask(col.isna())
+
+
+def _decode(value: bytes, path: Path | None, name: str | None, col: pd.Series) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        row = int(np.flatnonzero(col.map(lambda v: v is value).to_numpy())[0])
+        raise DataError(
+            f"binary value {value[:20]!r} is not UTF-8 text (row {row + 1})",
+            path=path,
+            field=name,
+            hint="store ids and labels as strings or integers",
+        ) from None
+
+
+def _check_repeated_names(path: Path, names: list[str], line: int | None) -> None:
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name in seen:
+            where = "the header" if line is not None else "the Parquet schema"
+            raise DataError(
+                f"column '{name}' appears twice in {where} (fields {seen[name] + 1} and {k + 1})",
+                path=path,
+                line=line,
+                field=name,
+                hint="rename or delete one of the two columns",
+            )
+        seen[name] = k
 
 
 def _require_columns(path: Path, header: list[str], required: Sequence[str], mapping: Mapping[str, str]) -> None:
@@ -286,11 +375,25 @@ def _require_columns(path: Path, header: list[str], required: Sequence[str], map
 
 
 def _locate_decode_error(path: Path, encoding: str, sep: str, block: int = 1 << 20) -> tuple[int | None, int, bytes]:
-    """(1-based line, 0-based field index, offending bytes) of the first undecodable byte.
+    """(1-based line, 0-based field index, offending bytes) of the first undecodable byte; (None, 0, b"") when the
+    decoder fails without a position (a UTF-16 file without its byte-order mark).
 
     Blocks are cut after a newline byte, which never sits inside a multi-byte character in ASCII-compatible
-    encodings, so each block decodes on its own and error offsets stay exact.
+    encodings, so each block decodes on its own and error offsets stay exact. Other encodings (UTF-16, EBCDIC)
+    decode the whole file.
     """
+    encoder = codecs.getincrementalencoder(encoding)()
+    encoder.encode("x")  # past any byte-order mark
+    if encoder.encode("\n") != b"\n":
+        data = path.read_bytes()
+        try:
+            data.decode(encoding)
+        except UnicodeDecodeError as e:
+            before = data[: e.start].decode(encoding, errors="replace")
+            return before.count("\n") + 1, before.rsplit("\n", 1)[-1].count(sep), data[e.start : e.end]
+        except UnicodeError:
+            pass
+        return None, 0, b""
     line, carry = 1, b""
     with open(path, "rb") as f:
         while True:
@@ -304,6 +407,8 @@ def _locate_decode_error(path: Path, encoding: str, sep: str, block: int = 1 << 
                 start = data.rfind(b"\n", 0, e.start) + 1
                 column = data.count(sep.encode(), start, e.start)
                 return line + data.count(b"\n", 0, e.start), column, data[e.start : e.end]
+            except UnicodeError:
+                return None, 0, b""
             line += data.count(b"\n")
             if not chunk:
                 return None, 0, b""

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from safetensors.numpy import load_file
 
-from mtlrec.config import Config, from_dict, load_config
+from mtlrec.config import Config, from_dict, load_config, read_yaml
 from mtlrec.errors import ConfigError
 from mtlrec.eval.evaluator import LOWER_IS_BETTER
 from mtlrec.recommend.artifact import write_json
@@ -50,9 +49,11 @@ class Variant:
 
 
 def load_spec(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CompareSpec:
-    raw: dict[str, Any] = {}
+    raw: Any = {}
     if path is not None:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = read_yaml(path) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of spec keys, got {type(raw).__name__}")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return from_dict(CompareSpec, raw)

@@ -5,6 +5,7 @@ the run once (the language model loads lazily, on the first text query). Every e
 # No `from __future__ import annotations` here: FastAPI reads the endpoint signatures at runtime.
 
 import gc
+import json
 import logging
 import os
 import signal
@@ -358,9 +359,17 @@ def _reload_on_sighup(app: FastAPI) -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=reload_in_background).start())
 
 
+class _ErrorResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: an error may quote what the client sent, and a lone surrogate from a
+    "\\ud800" escape (a blend key, say) cannot be encoded as UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def error(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse(
+        return _ErrorResponse(
             {"error": message, "detail": jsonable_encoder(detail)}, status_code=status, headers=headers
         )
 
