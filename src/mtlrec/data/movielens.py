@@ -146,9 +146,12 @@ def _ratings(path: Path, name: str, *, sep: str, columns: dict[str, str] | None 
     outside = (rating < 0.5) | (rating > 5)
     if outside.any():  # every release rates 1 to 5 stars, or 0.5 to 5 in half stars
         row = int(np.flatnonzero(outside)[0])
-        raise inter.error(f"rating {rating[row]:g} is outside 0.5..5", row=row, field="rating",
-                          hint="MovieLens ratings are 0.5 to 5 stars; the file looks edited, so re-download it"
-                          )  # fmt: skip
+        raise inter.error(
+            f"rating {rating[row]:g} is outside 0.5..5",
+            row=row,
+            field="rating",
+            hint="MovieLens ratings are 0.5 to 5 stars; the file looks edited, so re-download it",
+        )
     return inter
 
 
