@@ -230,3 +230,15 @@ def test_blend_weights_must_be_finite_and_bounded(tiny_run: Path) -> None:
         with pytest.raises(MtlrecError, match="must be a finite number"):
             rec.recommend("u1", blend={"interest": weight})
     assert len(rec.recommend("u1", k=3, blend={"interest": 1e6})) == 3
+
+
+@pytest.mark.parametrize(("key", "value"), [("train.batch_size", -4), ("train.epochs", 0), ("train.lr", 0.0),
+                                            ("train.negatives", -1), ("model.hidden", []), ("model.dropout", 1.0),
+                                            ("train.checkpoint_every", -1), ("model.dim", 0)])  # fmt: skip
+def test_numbers_training_cannot_use_name_their_key(key: str, value: object) -> None:
+    from mtlrec.config import load_config
+    from mtlrec.errors import ConfigError
+    from mtlrec.train.run import check_config
+
+    with pytest.raises(ConfigError, match=f"^{key}: expected"):
+        check_config(load_config(overrides={key: value}))

@@ -79,9 +79,25 @@ def check_config(config: Config) -> dict[str, Task]:
     if config.train.sparse_ids and config.train.weighting == "pcgrad":
         raise ConfigError("train.sparse_ids does not work with train.weighting=pcgrad: PCGrad projects whole "
                           "gradient vectors; use dense id updates (train.sparse_ids=false) or another weighting")
-    if config.train.checkpoint_every < 0:
-        raise ConfigError(f"train.checkpoint_every: steps between checkpoints (0 = each epoch only), got "
-                          f"{config.train.checkpoint_every}")  # fmt: skip
+    tc, mc = config.train, config.model
+    for key, value, ok, expected in (  # the numbers training divides by, loops over or sizes tensors with
+        ("train.batch_size", tc.batch_size, tc.batch_size >= 1, "a whole number >= 1"),
+        ("train.negatives", tc.negatives, tc.negatives >= 0, "a whole number >= 0"),
+        ("train.epochs", tc.epochs, tc.epochs >= 1, "a whole number >= 1"),
+        ("train.patience", tc.patience, tc.patience >= 1, "a whole number >= 1"),
+        ("train.lr", tc.lr, tc.lr > 0, "a learning rate > 0"),
+        ("train.weight_decay", tc.weight_decay, tc.weight_decay >= 0, "a number >= 0"),
+        ("train.threads", tc.threads, tc.threads >= 0, "a whole number >= 0 (0 = every core)"),
+        ("train.checkpoint_every", tc.checkpoint_every, tc.checkpoint_every >= 0,
+         "steps between checkpoints, >= 0 (0 = each epoch's end only)"),
+        ("model.dim", mc.dim, mc.dim >= 1, "a whole number >= 1"),
+        ("model.hidden", list(mc.hidden), len(mc.hidden) >= 1 and min(mc.hidden) >= 1,
+         "a non-empty list of layer widths >= 1"),
+        ("model.history_len", mc.history_len, mc.history_len >= 1, "a whole number >= 1"),
+        ("model.dropout", mc.dropout, 0.0 <= mc.dropout < 1.0, "a probability in [0, 1)"),
+    ):  # fmt: skip
+        if not ok:
+            raise ConfigError(f"{key}: expected {expected}, got {value}")
     if not 0.0 <= config.model.id_dropout < 1.0:
         raise ConfigError(f"model.id_dropout: a probability in [0, 1), got {config.model.id_dropout}")
     tasks = build_tasks(config.tasks)
