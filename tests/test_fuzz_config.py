@@ -86,6 +86,8 @@ def accepts(tp: Any, value: Any, path: str) -> bool:
         return isinstance(value, dict) and all(accepts(args[1], v, path) for v in value.values())
     if isinstance(value, bool):
         return tp is bool or tp is Any
+    if tp is bool:  # only true or false: no 0/1, no "yes"
+        return False
     if tp is int:
         lo, hi = INT_RANGES.get(path, (-INT64, INT64))
         return isinstance(value, int) and lo <= value < hi
