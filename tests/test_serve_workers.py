@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from mtlrec.serve.workers import reuse_port_supported  # noqa: E402
+from mtlrec.serve.workers import listening_socket, reuse_port_supported, serving_server  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="SO_REUSEPORT workers are for Linux/BSD")
 START_S = 120
@@ -43,7 +43,7 @@ def ready_pids(port: int, connections: int) -> set[int]:
     return pids
 
 
-def wait_for(check, seconds: float, what: str):  # type: ignore[no-untyped-def]
+def wait_for(check, seconds: float, what: str, log: Path | None = None):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -53,7 +53,8 @@ def wait_for(check, seconds: float, what: str):  # type: ignore[no-untyped-def]
         except OSError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+    tail = f"; the server's log ends:\n{log.read_text()[-4000:]}" if log and log.exists() else ""
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}{tail}")
 
 
 def alive(pid: int) -> bool:
@@ -77,7 +78,7 @@ def supervisor(tiny_run: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: len(ready_pids(port, 8)) == 2, START_S, f"two workers answering; log:\n{log}")
+        wait_for(lambda: len(ready_pids(port, 8)) == 2, START_S, "two workers answering", log)
         yield proc, port, log
     finally:
         if proc.poll() is None:
@@ -94,11 +95,11 @@ def test_workers_share_the_load_are_replaced_reload_and_stop(supervisor: tuple) 
 
     dead = min(pids)
     os.kill(dead, signal.SIGKILL)  # a worker dies: the supervisor starts another
-    wait_for(lambda: (now := ready_pids(port, 16)) and len(now) == 2 and dead not in now, START_S, "a new worker")
+    wait_for(lambda: (now := ready_pids(port, 16)) and len(now) == 2 and dead not in now, START_S, "a new worker", log)
     assert "exited with code -9; starting another" in log.read_text()
 
     os.kill(proc.pid, signal.SIGHUP)  # forwarded: every worker reloads the served directory
-    wait_for(lambda: log.read_text().count("reloaded: now serving") == 2, 60, "both workers to reload")
+    wait_for(lambda: log.read_text().count("reloaded: now serving") == 2, 60, "both workers to reload", log)
 
     workers = ready_pids(port, 16)
     proc.send_signal(signal.SIGTERM)
@@ -112,3 +113,42 @@ def test_workers_exit_when_the_supervisor_is_killed(supervisor: tuple) -> None:
     proc.kill()  # SIGKILL the supervisor alone: its workers notice and stop, freeing the port
     proc.wait()
     wait_for(lambda: not any(alive(pid) for pid in workers), 30, "the orphaned workers to exit")
+
+
+def test_a_worker_is_ready_before_it_answers_its_first_request() -> None:
+    """The supervisor tells a restart from a failed start by the worker's "ready" flag: it must be set before the
+    first answer, or a worker killed just after answering makes the supervisor give up (it did, once, in CI)."""
+    import threading
+
+    import uvicorn
+
+    ready = threading.Event()
+    seen: list[bool] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        seen.append(ready.is_set())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    sock = listening_socket("127.0.0.1", port)
+    server = serving_server(uvicorn.Config(app, lifespan="off", log_level="warning"), ready)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_S
+        while True:  # connect the moment it listens: no pause that would let a late flag catch up
+            try:
+                conn = HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/")
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the server never listened"
+        assert conn.getresponse().read() == b"ok"
+        assert seen == [True]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

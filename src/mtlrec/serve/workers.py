@@ -56,6 +56,22 @@ def _exit_with(supervisor: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def serving_server(config: Any, ready: Any) -> Any:
+    """A uvicorn server that sets ``ready`` (an Event) once it listens, before the event loop runs again and so
+    before it answers any request: a worker that has answered one is always a worker that started, and its death
+    is a restart, never a failed start. (Polled from a thread, the flag could lag behind the first answers, and a
+    worker killed in that gap made the supervisor give up.)"""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready.set()
+
+    return Server(config)
+
+
 def _worker(host: str, port: int, log_level: str, log_config: dict[str, Any], supervisor: int, ready: Any) -> None:
     import uvicorn
 
@@ -63,16 +79,7 @@ def _worker(host: str, port: int, log_level: str, log_config: dict[str, Any], su
     threading.Thread(target=_exit_with, args=(supervisor,), daemon=True).start()
     config = uvicorn.Config("mtlrec.serve.app:app_from_env", factory=True, log_level=log_level,
                             log_config=log_config)  # fmt: skip
-    server = uvicorn.Server(config)
-
-    def report_ready() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.05)
-        if server.started:
-            ready.set()
-
-    threading.Thread(target=report_ready, daemon=True).start()
-    server.run(sockets=[sock])
+    serving_server(config, ready).run(sockets=[sock])
 
 
 def run_workers(workers: int, host: str, port: int, log_level: str, log_config: dict[str, Any]) -> None:
