@@ -93,3 +93,9 @@ def test_set_value_that_is_not_yaml(tmp_path: Path, capsys: pytest.CaptureFixtur
     """Found by fuzzing: `--set train.epochs=[1` raised a YAML ScannerError with a traceback."""
     code, _, err = run_cli(["train", "--output", str(tmp_path / "r"), "--set", "train.epochs=[1"], capsys)
     assert code == 2 and "--set train.epochs: the value is not valid YAML" in err and "Traceback" not in err
+
+
+def test_set_value_whose_aliases_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A value that contains itself through an alias crashed the CLI with a RecursionError traceback."""
+    code, _, err = run_cli(["train", "--output", str(tmp_path / "r"), "--set", "tasks=&x {interest: *x}"], capsys)
+    assert code == 2 and "--set tasks: the value is not valid YAML (an alias refers" in err and "Traceback" not in err

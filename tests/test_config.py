@@ -101,6 +101,12 @@ def test_hostile_values_are_rejected_with_their_path(data: dict, message: str) -
         (b"train:\n  epochs: 3\n  epochs: 5\n", "line 3: not valid YAML (key 'epochs' appears twice (first on line 2"),
         (b"[" * 5000 + b"]" * 5000, "not valid YAML (nested too deeply)"),  # RecursionError
         (b"train:\n  epochs: 1" + b"0" * 5000 + b"\n", "not valid YAML (Exceeds the limit"),  # ValueError
+        # a loop: walking the config recursed until RecursionError, a traceback from the CLI
+        (b"tasks:\n  interest: &x {weight: *x}\n", "line 2: not valid YAML (an alias refers to a value that contains"),
+        # a "billion laughs": 9 aliases a level; e (line 5) holds 66,430 values and passes, f (line 6) 597,871
+        (b"a: &a [0,0,0,0,0,0,0,0,0]\n" + b"".join(f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n".encode()
+                                                 for p, n in zip("abcdef", "bcdefg", strict=True)),
+         "line 6: not valid YAML (its aliases expand to over 100,000 values"),
     ],
 )
 def test_hostile_config_files(tmp_path: Path, content: bytes, message: str) -> None:

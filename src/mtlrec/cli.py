@@ -273,13 +273,15 @@ def compare(
 
 def _settings(settings: list[str] | None) -> dict[str, Any]:
     """--set KEY=VALUE pairs as dotted config overrides (values parsed as YAML)."""
+    from mtlrec.config import parse_yaml
+
     overrides: dict[str, Any] = {}
     for item in settings or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = parse_yaml(value)
         except (yaml.YAMLError, ValueError, RecursionError) as exc:
             raise ConfigError(f"--set {key.strip()}: the value is not valid YAML ({getattr(exc, 'problem', exc)})"
                               ) from None  # fmt: skip

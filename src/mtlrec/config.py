@@ -257,8 +257,44 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+YAML_MAX_VALUES = 100_000  # values a document may hold once its aliases are expanded; configs hold hundreds
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """How many values ``node`` holds with every alias expanded (an alias is the node it names, shared). Raises a
+    ConstructorError for a node that contains itself or an expansion past YAML_MAX_VALUES (a "billion laughs")."""
+    key = id(node)
+    if key in sizes:
+        size = sizes[key]
+        if size is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to a value that contains it: a loop", node.start_mark
+            )
+        return size
+    sizes[key] = None  # being expanded
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(child, sizes) for child in children)
+    if size > YAML_MAX_VALUES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"its aliases expand to over {YAML_MAX_VALUES:,} values", node.start_mark
+        )
+    sizes[key] = size
+    return size
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error, not a silent last-one-wins."""
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not a silent last-one-wins,
+    and aliases may neither loop nor expand past YAML_MAX_VALUES (code that walks a config would expand them)."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {})
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -277,6 +313,11 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def parse_yaml(text: str) -> Any:
+    """A YAML document read with the strict loader (raises yaml.YAMLError, RecursionError or ValueError)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> Any:
     """The YAML document at ``path`` (None when empty), or a ConfigError naming the file and, where known, the line."""
     path = Path(path)
@@ -291,7 +332,7 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
                           "save the file as UTF-8") from None  # fmt: skip
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
