@@ -48,6 +48,8 @@ def assert_cites(message: str, file: str, line: int | None, field: str | None) -
         ("user_id,item_id,rating\nu,a,1\nu,b\n", 3, "rating", "missing"),  # too few fields
         ("user_id,item_id\nu,a\n\nu,b\n", 3, "user_id", "blank line"),
         ("user_id,item_id\nu,a\nv,b\nu,a\n", 4, "item_id", "already appear together on line 2"),
+        ("user_id,item_id\nu,a\n   ,b\n", 3, "user_id", "the id is only spaces"),
+        ("user_id,item_id\nu,a\nu, a\n", 3, "item_id", "already appear together on line 2"),  # ' a' is 'a'
     ],
 )
 def test_bad_values_cite_line_and_field(tmp_path: Path, body: str, line: int, field: str, what: str) -> None:
@@ -324,3 +326,27 @@ def test_parquet_columns_pandas_cannot_show_as_text(tmp_path: Path) -> None:
     assert "not a readable Parquet file (year -901 is out of range)" in error(lambda: load_generic(path))
     with pytest.raises(ConfigError, match="is not a text encoding"):
         load_generic(write(tmp_path / "e.csv", "user_id,item_id\nu,a\n"), encoding="utf\x008")
+
+
+def test_spaces_around_ids_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    """' u1' and 'u1' were two users (and ' i1' an item missing from the items table): ids are read without the
+    spaces around them, with a warning naming the first line, in every table of a generic dataset and in Parquet."""
+    events = write(tmp_path / "events.csv", "user_id,item_id\nu1,i1\n u1,i2\nu2 ,i1\nu2,i2\n")
+    items = write(tmp_path / "items.csv", "item_id,title\n i1,One\ni2,Two\n")
+    social = write(tmp_path / "social.csv", "user_id,friend_id\nu1 , u2\n")
+    with pytest.warns(UserWarning) as caught:
+        ds = load_generic(events, items_path=items, social_path=social)
+    messages = [str(w.message) for w in caught]
+    assert any("events.csv: 2 user_id value(s) have spaces around them (first on line 3: ' u1')" in m
+               for m in messages)
+    assert any("items.csv: 1 item_id value(s)" in m and "line 2" in m for m in messages)
+    assert ds.interactions["user_id"].tolist() == ["u1", "u1", "u2", "u2"]
+    assert sorted(ds.users["user_id"]) == ["u1", "u2"] and sorted(ds.items["item_id"]) == ["i1", "i2"]
+    assert ds.social.values.tolist() == [["u1", "u2"]]
+
+    parquet = tmp_path / "events.parquet"
+    cats = pd.Categorical(["a ", "a", " b", "b"])
+    pd.DataFrame({"user_id": ["u", "v", "u", "v"], "item_id": cats}).to_parquet(parquet)
+    with pytest.warns(UserWarning, match=r"2 item_id value\(s\) have spaces around them \(first on row 1: 'a '\)"):
+        ds = load_generic(parquet)
+    assert ds.interactions["item_id"].tolist() == ["a", "a", "b", "b"] and ds.n_items == 2

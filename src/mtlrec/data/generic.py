@@ -10,7 +10,7 @@ import pandas as pd
 
 from mtlrec.data.dataset import Dataset
 from mtlrec.data.readers import read_header, read_table
-from mtlrec.data.validate import Table, check_known, check_unique, resolve_duplicates
+from mtlrec.data.validate import Table, check_known, check_unique, resolve_duplicates, strip_ids
 from mtlrec.errors import ConfigError
 
 # Our column names; ``columns`` maps any of them to the header name used in the user's files.
@@ -42,6 +42,7 @@ def load_generic(
     - ``sep``: the separator of delimited files (one character); by default tab for .tsv/.tab files, else comma.
     - ``encoding``: of delimited files (Python's names: "utf-8", "latin-1", "cp1252", ...); Parquet is UTF-8.
     - A header that names a column twice is an error (which of the two is meant is unknowable).
+    - Ids (user, item, friend) are read without spaces around them, with a warning; an id of only spaces is an error.
     - Parquet: a timestamp column of a date-time type is read as Unix seconds (UTC, rounded down), like the
       numbers of the CSV files; ids of any type are read as text (1.0 reads "1").
     """
@@ -57,6 +58,7 @@ def load_generic(
         ids=["user_id", "item_id"],
         **kw,
     )
+    strip_ids(inter, ["user_id", "item_id"])
     items = users = None
     if items_path is not None:
         items = read_table(
@@ -68,6 +70,7 @@ def load_generic(
             sep=_sep(items_path, sep),
             **kw,
         )
+        strip_ids(items, ["item_id"])
         check_unique(items, "item_id")
         check_known(inter, "item_id", items, "items")
     if users_path is not None:
@@ -75,12 +78,14 @@ def load_generic(
         header = read_header(users_path, sep=usep, encoding=encoding)
         features = [c for c in header if c not in ("user_id", mapping.get("user_id"))]
         users = read_table(users_path, required=["user_id"], optional=features, sep=usep, **kw)
+        strip_ids(users, ["user_id"])
         check_unique(users, "user_id")
         check_known(inter, "user_id", users, "users")
 
     social = None
     if social_path is not None:
         social = read_table(social_path, required=["user_id", "friend_id"], sep=_sep(social_path, sep), **kw)
+        strip_ids(social, ["user_id", "friend_id"])
         known = (users if users is not None else inter).frame["user_id"]
         where = f"the users table {users.path}" if users is not None else f"the interactions {inter.path}"
         for column in ("user_id", "friend_id"):

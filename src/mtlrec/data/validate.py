@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,40 @@ def check_known(table: Table, column: str, known: Table, kind: str) -> None:
             field=column,
             hint=f"add it to the {kind} table or remove the row",
         )
+
+
+def strip_ids(table: Table, columns: Sequence[str]) -> None:
+    """Ids are read without spaces around them (" u1" and "u1" are one user), with a warning naming the first line;
+    an id that is only spaces is a DataError. Works on the distinct ids, so a clean column costs one hash pass."""
+    for col in columns:
+        values = table.frame[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            distinct = values.cat.categories.to_numpy(dtype=object)
+        else:
+            distinct = pd.unique(values.to_numpy(dtype=object))
+        stripped = np.array([v.strip() if isinstance(v, str) else v for v in distinct], dtype=object)
+        changed = distinct != stripped
+        if not changed.any():
+            continue
+        rows = values.isin(distinct[changed]).to_numpy()
+        row = int(np.flatnonzero(rows)[0])
+        if (stripped[changed] == "").any():
+            blank = values.isin(distinct[changed & (stripped == "")]).to_numpy()
+            raise table.error("the id is only spaces", row=int(np.flatnonzero(blank)[0]), field=col,
+                              hint="fill it in or delete the row")  # fmt: skip
+        where = f"line {table.first_line + row}" if table.first_line is not None else f"row {row + 1}"
+        warnings.warn(
+            f"{table.path}: {int(rows.sum()):,} {table.labels.get(col, col)} value(s) have spaces around them (first "
+            f"on {where}: {values.iloc[row]!r}); they are read without the spaces",
+            stacklevel=3,
+        )
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes, merged = pd.factorize(stripped)  # two categories may become one
+            table.frame[col] = pd.Categorical.from_codes(codes[values.cat.codes.to_numpy()], categories=merged)
+        else:
+            fixed = values.to_numpy(dtype=object).copy()
+            fixed[rows] = [v.strip() for v in fixed[rows]]
+            table.frame[col] = fixed
 
 
 def resolve_duplicates(table: Table, on_duplicate: str = "error", hint: str | None = None) -> bool:
