@@ -350,3 +350,13 @@ def test_spaces_around_ids_are_dropped_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"2 item_id value\(s\) have spaces around them \(first on row 1: 'a '\)"):
         ds = load_generic(parquet)
     assert ds.interactions["item_id"].tolist() == ["a", "a", "b", "b"] and ds.n_items == 2
+
+
+def test_parquet_true_false_numbers_are_refused(tmp_path: Path) -> None:
+    """A boolean Parquet rating was read as 1.0/0.0 while "true" in a CSV file is refused: both are refused now."""
+    for column in ("rating", "timestamp"):
+        path = tmp_path / f"{column}.parquet"
+        pd.DataFrame({"user_id": ["u", "v"], "item_id": ["a", "b"], column: [True, False]}).to_parquet(path)
+        message = error(lambda path=path: load_generic(path))
+        assert_cites(message, f"{column}.parquet", None, column)
+        assert "a true/false column where numbers are expected" in message

@@ -293,6 +293,9 @@ def _parquet_column(col: pd.Series, numeric: bool, path: Path, name: str) -> pd.
     if numeric:
         if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col):
             return _unix_seconds(col)
+        if pd.api.types.is_bool_dtype(col):  # refused, as "true" in a CSV file is
+            raise DataError("a true/false column where numbers are expected", path=path, field=name,
+                            hint="store numbers (e.g. 1.0 and 0.0 for a rating) if that is what it means")  # fmt: skip
         return col
     if isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_string_dtype(col):
         try:
