@@ -204,7 +204,7 @@ BIG = b"[" + b" " * (1 << 20) + b"]"
             "/recommend",
             {"content": b'{"liked": [', "headers": {"content-type": "application/json"}},
             400,
-            "malformed JSON",
+            "malformed JSON body at character 11: Expecting value",
         ),
         (
             "post",

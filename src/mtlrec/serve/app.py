@@ -399,7 +399,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         bad_json = next((e for e in problems if e.get("type") == "json_invalid"), None)
         if bad_json is not None:
             why = (bad_json.get("ctx") or {}).get("error", "not valid JSON")
-            return error(400, f"malformed JSON body: {why}", problems)
+            loc = tuple(bad_json.get("loc", ()))
+            at = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+            return error(400, f"malformed JSON body{at}: {why}", problems)
         where = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in problems[:3]
         )
