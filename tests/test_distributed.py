@@ -1,12 +1,16 @@
-"""Data-parallel training on CPU (gloo): gradients averaged exactly, replicas identical, and `mtlrec train --nproc 2`
-reaching the metrics of one process with the same global batch."""
+"""Data-parallel training on CPU (gloo): gradients averaged exactly, replicas identical, `mtlrec train --nproc 2`
+reaching the metrics of one process with the same global batch, and a SIGKILLed 2-process run resuming to the same
+bytes of metrics.json."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,13 +70,17 @@ def test_one_process_is_unchanged() -> None:
     assert group.broadcast({"a": 1}) == {"a": 1} and group.mean({"x": 2.0}) == {"x": 2.0}
 
 
-def train(world: Path, out: Path, nproc: int) -> dict:
-    cmd = [sys.executable, "-m", "mtlrec", "train", "--dataset", "generic", "--data-path",
-           str(world / "interactions.parquet"), "--items-path", str(world / "items.parquet"), "--encoder", "hashing",
-           "--set", "text.dim=32", "--set", "model.dim=16", "--set", "model.hidden=[32]", "--epochs", "4",
-           "--batch-size", "128", "--tasks", "interest:1,rating:0.2", "--set", f"text.cache_dir={out}-cache",
-           "--threads", "1", "--seed", "0", "--no-progress", "--nproc", str(nproc), "--output", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+def train_command(world: Path, out: Path, nproc: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mtlrec", "train", "--dataset", "generic", "--data-path",
+            str(world / "interactions.parquet"), "--items-path", str(world / "items.parquet"), "--encoder", "hashing",
+            "--set", "text.dim=32", "--set", "model.dim=16", "--set", "model.hidden=[32]", "--epochs", "4",
+            "--batch-size", "128", "--tasks", "interest:1,rating:0.2", "--set", f"text.cache_dir={out}-cache",
+            "--threads", "1", "--seed", "0", "--no-progress", "--nproc", str(nproc), "--output", str(out),
+            *extra]  # fmt: skip
+
+
+def train(world: Path, out: Path, nproc: int, *extra: str) -> dict:
+    proc = subprocess.run(train_command(world, out, nproc, *extra), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
 
@@ -92,6 +100,65 @@ def test_two_processes_reach_the_metrics_of_one(tmp_path: Path) -> None:
     from mtlrec import Recommender
 
     assert len(Recommender.load(tmp_path / "two").recommend("u3", k=5)) == 5  # rank 0 wrote a whole run
+
+
+def processes_writing(out: Path) -> list[int]:
+    """The pids whose command line names the run folder ``out`` (the launcher, torchrun, the ranks)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(out).encode() in cmdline.read_bytes().split(b"\0"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
+def start_and_kill(command: list[str], out: Path, whole_group: bool) -> None:
+    """Start a training, SIGKILL it (the launcher alone, or with torchrun) once it has a checkpoint, and wait until
+    no process is left writing ``out``."""
+    from mtlrec.train.checkpoint import CHECKPOINT
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / CHECKPOINT).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # further on: inside a step, or writing the next checkpoint
+    finally:
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while processes_writing(out) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_writing(out), "ranks outlived their launcher"
+    assert (out / CHECKPOINT).exists() and not (out / "metrics.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the ranks through /proc")
+def test_a_sigkilled_two_process_run_stops_and_resumes_to_the_same_metrics(tmp_path: Path) -> None:
+    """torchrun starts each rank in its own session, so a SIGKILLed launcher left both ranks training on alone:
+    they finished the run (and would have written it under a --resume). Now they stop: torchrun dies with the
+    launcher (PR_SET_PDEATHSIG) and each rank with torchrun (it watches its parent). Every rank's generators are
+    gathered into rank 0's checkpoint, so `--resume --nproc 2` ends with the uninterrupted run's metrics.json bytes."""
+    world = tmp_path / "world"
+    synth_world(600, 200, 15_000, categories=6, friends=0, seed=3).write(world)
+    every = ("--set", "train.checkpoint_every=20")  # ~59 steps an epoch: checkpoints inside epochs too
+    whole = tmp_path / "whole"
+    train(world, whole, 2, *every)
+    for whole_group in (True, False):  # the ranks see torchrun die; torchrun sees the launcher die
+        out = tmp_path / f"killed-{whole_group}"
+        start_and_kill(train_command(world, out, 2, *every), out, whole_group)
+    out = tmp_path / "killed-True"
+    cmd = [sys.executable, "-m", "mtlrec", "train", "--resume", str(out), "--no-progress", "--nproc"]
+    alone = subprocess.run([*cmd, "1"], capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 2 and "taken with 2 processes; resume it with as many (--nproc 2)" in alone.stderr
+    resumed = subprocess.run([*cmd, "2"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert (out / "metrics.json").read_bytes() == (whole / "metrics.json").read_bytes()
 
 
 def test_batch_must_divide_among_processes(tmp_path: Path) -> None:

@@ -155,6 +155,7 @@ def _launch(cfg: Any, output: Path, nproc: int, progress: bool, resume: bool) ->
     import tempfile
 
     from mtlrec.config import save_config
+    from mtlrec.processes import dies_with_this_process
 
     with tempfile.TemporaryDirectory(prefix="mtlrec_nproc_") as tmp:
         config_path = Path(tmp) / "config.yaml"
@@ -165,8 +166,9 @@ def _launch(cfg: Any, output: Path, nproc: int, progress: bool, resume: bool) ->
         if resume:  # each process reads the run's config.yaml and the checkpoint itself
             cmd[cmd.index("--config") : cmd.index("--config") + 2] = ["--resume", str(output)]
         console.print(f"data-parallel training: {nproc} processes (torchrun --standalone)")
-        code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-                              ).returncode  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        # torchrun gets SIGTERM (and stops its ranks) when this process dies, even by SIGKILL
+        code = subprocess.run(cmd, env=env, preexec_fn=dies_with_this_process()).returncode
     if code != 0:
         raise MtlrecError(f"data-parallel training failed (torchrun exit code {code}); see the messages above")
     return {**json.loads((output / "metrics.json").read_text()), **json.loads((output / "run.json").read_text())}

@@ -24,10 +24,10 @@ import time
 from typing import Any
 
 from mtlrec.errors import MtlrecError
+from mtlrec.processes import stop_when_orphaned
 
 log = logging.getLogger("mtlrec.serve")
 STOP_TIMEOUT_S = 30.0
-ORPHAN_CHECK_S = 1.0
 
 
 def reuse_port_supported() -> bool:
@@ -47,13 +47,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise MtlrecError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
-
-
-def _exit_with(supervisor: int) -> None:
-    """In a worker: SIGTERM itself (a graceful stop) once the supervisor process is gone."""
-    while os.getppid() == supervisor:
-        time.sleep(ORPHAN_CHECK_S)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serving_server(config: Any, ready: Any) -> Any:
@@ -76,7 +69,7 @@ def _worker(host: str, port: int, log_level: str, log_config: dict[str, Any], su
     import uvicorn
 
     sock = listening_socket(host, port)
-    threading.Thread(target=_exit_with, args=(supervisor,), daemon=True).start()
+    stop_when_orphaned(supervisor, signal.SIGTERM)  # a graceful stop once the supervisor is gone
     config = uvicorn.Config("mtlrec.serve.app:app_from_env", factory=True, log_level=log_level,
                             log_config=log_config)  # fmt: skip
     serving_server(config, ready).run(sockets=[sock])

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mtlrec.errors import ConfigError
+from mtlrec.processes import stop_when_orphaned
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def join(device: str) -> Dist:
         if cuda:  # one GPU per process on each node
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts each rank in its own session: nothing stops
+            stop_when_orphaned(os.getppid())  # the rank when torchrun is SIGKILLed, so it watches torchrun itself
     return Dist(dist.get_rank(), dist.get_world_size(), joined_here)
 
 
