@@ -142,3 +142,18 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         raise SystemExit(0)
     captured = capsys.readouterr()
     return int(info.value.code or 0), captured.out, captured.err
+
+
+def crash_at(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies (an exception no one catches) as training step ``step`` begins."""
+    from mtlrec.train.trainer import Trainer
+
+    real, seen = Trainer.step, [0]
+
+    def step_or_die(self: Trainer, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        seen[0] += 1
+        if seen[0] == step:
+            raise SystemExit("killed")
+        return real(self, losses)
+
+    monkeypatch.setattr(Trainer, "step", step_or_die)

@@ -15,12 +15,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import make_world, run_cli, tiny_overrides
+from conftest import crash_at, make_world, run_cli, tiny_overrides
 from mtlrec.config import load_config
 from mtlrec.errors import ArtifactError, ConfigError
 from mtlrec.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from mtlrec.train.run import train_run
-from mtlrec.train.trainer import Trainer
 
 
 def quiet(_: str) -> None:
@@ -64,19 +63,6 @@ def test_a_damaged_checkpoint_is_reported_by_name(tmp_path: Path) -> None:
 
 def overrides(world: Path, **extra: object) -> dict[str, object]:
     return tiny_overrides(world, **{"train.checkpoint_every": 3, "train.epochs": 5, "train.patience": 2, **extra})
-
-
-def crash_at(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process dies (an exception no one catches) as training step ``step`` begins."""
-    real, seen = Trainer.step, [0]
-
-    def step_or_die(self: Trainer, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        seen[0] += 1
-        if seen[0] == step:
-            raise SystemExit("killed")
-        return real(self, losses)
-
-    monkeypatch.setattr(Trainer, "step", step_or_die)
 
 
 @pytest.mark.parametrize("extra", [

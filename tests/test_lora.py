@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import crash_at, tiny_overrides
 from mtlrec import Recommender
 from mtlrec.config import Config, LoraConfig, load_config
 from mtlrec.errors import ConfigError, MtlrecError
@@ -269,6 +269,28 @@ def lora_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("HF_HUB_OFFLINE", "1")
         train_run(load_config(overrides=lora_overrides(world)), out, progress=False, log=lambda _: None)
     return out
+
+
+def test_a_lora_run_killed_anywhere_resumes_to_the_same_metrics(world: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With items_per_step > 0 the memory bank holds training-mode vectors of earlier steps and a generator draws the
+    items re-encoded; neither was in the checkpoint, so a resumed run drifted from the uninterrupted one."""
+    from mtlrec.train.checkpoint import CHECKPOINT
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = load_config(overrides=lora_overrides(world, **{"train.epochs": 2, "train.batch_size": 64,
+                                                            "train.checkpoint_every": 2}))  # fmt: skip
+    train_run(config, tmp_path / "whole", progress=False, log=lambda _: None)
+    whole = (tmp_path / "whole" / "metrics.json").read_bytes()
+    for step in (5, 14):  # inside epoch 1; in epoch 2, after validation re-encoded the catalogue
+        out = tmp_path / f"killed-{step}"
+        with monkeypatch.context() as m:
+            crash_at(step, m)
+            with pytest.raises(SystemExit):
+                train_run(config, out, progress=False, log=lambda _: None)
+        assert (out / CHECKPOINT).exists()
+        train_run(config, out, progress=False, log=lambda _: None, resume=True)
+        assert (out / "metrics.json").read_bytes() == whole, step
 
 
 def test_a_lora_run_saves_its_adapters_and_fine_tuned_vectors(lora_run: Path, frozen: SentenceTransformerEncoder):

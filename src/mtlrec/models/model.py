@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,6 +159,17 @@ class MultiTaskModel(nn.Module):
         if not isinstance(self.item_encoder, TunedItemEncoder):
             return []
         return [p for p in self.item_encoder.language_model.parameters() if p.requires_grad]
+
+    def training_state(self) -> dict[str, Any]:
+        """Training state that is not in ``state_dict`` (a fine-tuned language model's memory bank and draws,
+        ``TunedItemEncoder.training_state``); empty for a frozen one."""
+        if isinstance(self.item_encoder, TunedItemEncoder):
+            return {"text": self.item_encoder.training_state()}
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        if "text" in state:
+            self.item_encoder.load_training_state(state["text"])
 
     def reading(self, items: torch.Tensor) -> contextlib.AbstractContextManager[None]:
         """The scope of one training step that reads ``items`` (item indexes, any shape): a fine-tuned language

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -108,6 +109,22 @@ class TunedItemEncoder(ItemEncoder):
                 self.language_model.train(was_training)
             self._current, self._own = versions, True
         return self.text
+
+    def training_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond the weights to go on exactly as an uninterrupted run: the memory bank
+        (``text``: with ``items_per_step`` > 0 some rows are training-mode vectors of earlier steps), the generator
+        that draws the items re-encoded, and whether the bank is this model's own and current for its adapters."""
+        current = self._current is not None and self._current == self.language_model.adapter_versions()
+        return {"bank": self.text.detach().cpu().clone(), "draws": self.generator.get_state(), "own": self._own,
+                "current": current}  # fmt: skip
+
+    @torch.no_grad()
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Undo :meth:`training_state` (after the weights are loaded: "current" means current for those)."""
+        self.text.copy_(state["bank"])
+        self.generator.set_state(state["draws"])
+        self._own = bool(state["own"])
+        self._current = self.language_model.adapter_versions() if state["current"] else None
 
     def mark_text_current(self) -> None:
         """Declare ``text`` to be the catalogue encoded with the adapters as they are now (a run directory stores

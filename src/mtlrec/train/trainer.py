@@ -167,7 +167,7 @@ class Trainer:
             at = resume["position"]
             sums.update(at["sums"]), weights.update(at["weights"])
             steps, self.rows_seen = at["step"], at["rows_seen"]
-            self._set_rng_states(resume["rngs"][self.group.rank])
+            self._set_process_state(resume["rngs"][self.group.rank])
         every = self.config.train.checkpoint_every
         starts = range(steps * size, len(positions), size)
         bar = tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
@@ -256,17 +256,21 @@ class Trainer:
         return self.result
 
     # -- checkpoints (train/checkpoint.py) ---------------------------------------------------------------------------
-    def _rng_states(self) -> dict[str, Any]:
-        """Every random generator this process's training draws from, as it is now."""
+    def _process_state(self) -> dict[str, Any]:
+        """What this process holds that differs between ranks: every random generator its training draws from, and
+        the model's training state outside its weights (a fine-tuned language model's memory bank), as they are."""
         states: dict[str, Any] = {"shuffle": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
                                   "sampler": self.sampler.rng.bit_generator.state}  # fmt: skip
         if self.own_rng is not self.rng:
             states["own"] = self.own_rng.bit_generator.state
         if self.model.device.type == "cuda":
             states["cuda"] = torch.cuda.get_rng_state(self.model.device)
+        model = self.model.training_state()
+        if model:
+            states["model"] = model
         return states
 
-    def _set_rng_states(self, states: dict[str, Any]) -> None:
+    def _set_process_state(self, states: dict[str, Any]) -> None:
         self.rng.bit_generator.state = states["shuffle"]
         self.sampler.rng.bit_generator.state = states["sampler"]
         if "own" in states:
@@ -274,13 +278,14 @@ class Trainer:
         torch.set_rng_state(states["torch"])
         if "cuda" in states:
             torch.cuda.set_rng_state(states["cuda"], self.model.device)
+        self.model.load_training_state(states.get("model", {}))
 
     def _save(self, position: dict[str, Any]) -> None:
         """A checkpoint at ``position`` (epoch to run next or running, steps of it done), written by rank 0 with every
         rank's random generators."""
         if self.checkpoint is None:
             return
-        rngs = self.group.gather(self._rng_states())
+        rngs = self.group.gather(self._process_state())
         if not self.group.main:
             return
         result = self.result
@@ -308,5 +313,5 @@ class Trainer:
         position = state["position"]
         if position["step"] > 0:
             return position["epoch"], state
-        self._set_rng_states(state["rngs"][self.group.rank])
+        self._set_process_state(state["rngs"][self.group.rank])
         return position["epoch"], None
