@@ -40,7 +40,7 @@ def dies_with_this_process(signum: int = signal.SIGTERM) -> Callable[[], None] |
     parent = os.getpid()
 
     def arm() -> None:  # runs in the child between fork and exec
-        libc.prctl(_PR_SET_PDEATHSIG, int(signum))
+        libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(int(signum)))  # arg2 is an unsigned long
         if os.getppid() != parent:  # the parent died before the line above: no signal will come
             os.kill(os.getpid(), signum)
 
